@@ -1,0 +1,13 @@
+"""scMSI: contrastive, generative, self-expressive integration of single-cell multimodal data."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import datasets, pl, tl
+from ._model import SCMSI
+
+try:
+    __version__ = version("scmsi")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = ["SCMSI", "datasets", "pl", "tl", "__version__"]

@@ -1,0 +1,74 @@
+"""Self-expressive network (Zhang, You, Lin & Vidal, CVPR 2021) over anchor cells.
+
+Coefficients are a function of the two latents, c(z_n, z_i), not free parameters, so a cell
+never seen in training gets coefficients by a forward pass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SelfExpressiveNetwork(nn.Module):
+    """Coefficients ``c_{n,i} = relu(<q(z_n), k(z_i)> - b) / d`` of cells over anchors.
+
+    Parameters
+    ----------
+    n_latent
+        Latent dimension of the modality.
+    n_hidden
+        Hidden units of the query and key MLPs.
+    n_embed
+        Embedding dimension ``d`` of query and key; coefficients are scaled by ``1/d``.
+    """
+
+    def __init__(self, n_latent: int, n_hidden: int = 128, n_embed: int = 64):
+        super().__init__()
+
+        def mlp() -> nn.Sequential:
+            # tanh bounds the embeddings so that 0 <= c <= 1.
+            return nn.Sequential(
+                nn.Linear(n_latent, n_hidden),
+                nn.ReLU(),
+                nn.Linear(n_hidden, n_embed),
+                nn.Tanh(),
+            )
+
+        self.query = mlp()
+        self.key = mlp()
+        # Adaptive soft threshold: learned, keeps coefficients non-negative and sparse.
+        self.threshold = nn.Parameter(torch.zeros(1))
+        self.shrink = 1.0 / n_embed
+
+    def forward(
+        self, z: torch.Tensor, z_anchor: torch.Tensor, self_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Coefficients of each cell over the anchors.
+
+        Parameters
+        ----------
+        z
+            Cell latents, shape ``(B, n_latent)``.
+        z_anchor
+            Anchor latents, shape ``(A, n_latent)``.
+        self_mask
+            Boolean, shape ``(B, A)``: True where cell ``n`` *is* anchor ``i`` (c must be 0).
+
+        Returns
+        -------
+        Coefficients, shape ``(B, A)``, non-negative.
+        """
+        s = self.query(z) @ self.key(z_anchor).T
+        if self_mask is not None:
+            s = s.masked_fill(self_mask, float("-inf"))
+        # The threshold never cuts a cell's best anchor: every cell keeps a neighbour and a
+        # gradient, so a modality cannot collapse to all-zero coefficients (a dead ReLU).
+        ceiling = s.max(-1, keepdim=True).values.detach() - 1e-3
+        c = torch.relu(s - torch.minimum(self.threshold, ceiling)) * self.shrink
+        return c
+
+
+def elastic_net(c: torch.Tensor, lam: float) -> torch.Tensor:
+    """Per-cell elastic net ``sum_i lam*|c| + (1-lam)/2 * c^2``, shape ``(B,)``."""
+    return (lam * c.abs() + 0.5 * (1.0 - lam) * c.pow(2)).sum(-1)
