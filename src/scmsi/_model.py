@@ -11,10 +11,12 @@ import pandas as pd
 import scvi
 import torch
 from anndata import AnnData
+from lightning.pytorch.callbacks import Callback
 from mudata import MuData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
+from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from . import _validation as val
@@ -160,8 +162,9 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
             lam=lam,
             protein_priors=priors,
         )
+        mods = ", ".join(f"{s.name} ({s.kind}, {s.n_features})" for s in specs)
         self._model_summary_string = (
-            f"SCMSI: modalities {', '.join(f'{s.name} ({s.kind}, {s.n_features})' for s in specs)}; "
+            f"SCMSI: modalities {mods}; "
             f"{len(anchor_idx)} anchors, n_latent={n_latent}, n_batch={n_batch}"
         )
 
@@ -364,6 +367,7 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         max_epochs: int | None = None,
         batch_size: int = 256,
         early_stopping: bool = True,
+        pretrain_fraction: float = 0.25,
         plan_kwargs: dict | None = None,
         **kwargs,
     ):
@@ -376,18 +380,30 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         batch_size
             Minibatch size.
         early_stopping
-            Stop when the validation ELBO has not improved for 45 epochs.
+            Stop when the validation ELBO has not improved for 45 epochs (counted from the end
+            of pre-training).
+        pretrain_fraction
+            Share of ``max_epochs`` during which decoders read ``z`` while the self-expressive
+            networks learn to rebuild it (as deep subspace clustering pre-trains its
+            autoencoder); afterwards decoders read ``z_hat = C z_anchor``.
         plan_kwargs
             Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``...).
         **kwargs
             Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`.
         """
         scvi.settings.seed = self.seed
+        if max_epochs is None:
+            max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
+        n_pre = int(round(pretrain_fraction * max_epochs))
+        callbacks = list(kwargs.pop("callbacks", None) or []) + [_DecodeRebuiltAfter(n_pre)]
+        if early_stopping:
+            kwargs.setdefault("early_stopping_warmup_epochs", n_pre)
         return super().train(
             max_epochs=max_epochs,
             batch_size=batch_size,
             early_stopping=early_stopping,
             plan_kwargs=plan_kwargs,
+            callbacks=callbacks,
             **kwargs,
         )
 
@@ -564,6 +580,19 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
             cols = self._feature_names(_registry_key(m), manager)
             frames[m] = pd.DataFrame(arr, index=cells, columns=cols)
         return frames[modality] if modality is not None else frames
+
+
+class _DecodeRebuiltAfter(Callback):
+    """Switch decoders from ``z`` to ``z_hat`` once ``n_epochs`` pre-training epochs are done."""
+
+    def __init__(self, n_epochs: int):
+        self.n_epochs = n_epochs
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        pl_module.module.decode_rebuilt.fill_(trainer.current_epoch >= self.n_epochs)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        pl_module.module.decode_rebuilt.fill_(True)
 
 
 def fuse_coefficients(coefs: list[np.ndarray]) -> np.ndarray:

@@ -122,6 +122,9 @@ class SCMSIModule(BaseModuleClass):
         self.register_buffer(
             "anchor_batch", torch.as_tensor(np.asarray(anchor_batch), dtype=torch.long)[:, None]
         )
+        # Decoders read z during pre-training, then z_hat (see `SCMSI.train`). Starting on z_hat
+        # falls into a degenerate optimum: coefficients ~0, z_hat ~0, decoders ignore it.
+        self.register_buffer("decode_rebuilt", torch.tensor(True))
 
     @property
     def n_anchors(self) -> int:
@@ -152,8 +155,9 @@ class SCMSIModule(BaseModuleClass):
         }
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict:
+        key = "z_hat" if bool(self.decode_rebuilt) else "z"
         return {
-            "z_hat": inference_outputs["z_hat"],
+            "z_hat": inference_outputs[key],
             "xs": {s.name: tensors[s.registry_key] for s in self.modalities},
             "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
         }

@@ -1,0 +1,27 @@
+import pytest
+import scvi
+import torch
+
+from scmsi._synthetic import synthetic_cite
+
+scvi.settings.verbosity = 30
+torch.set_num_threads(2)
+
+FAST = {"max_epochs": 15, "enable_progress_bar": False, "early_stopping": False}
+
+
+@pytest.fixture
+def mdata():
+    return synthetic_cite(n_cells=240, n_genes=80, n_proteins=8, n_types=3, n_batches=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small model trained once per test module, with its data."""
+    import scmsi
+
+    md = synthetic_cite(n_cells=240, n_genes=80, n_proteins=8, n_types=3, n_batches=2, seed=0)
+    scmsi.SCMSI.setup_mudata(md, layers={"rna": "counts", "prot": "counts"}, batch_key="batch")
+    model = scmsi.SCMSI(md, n_anchors=40, seed=0)
+    model.train(**FAST)
+    return model, md

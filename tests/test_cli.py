@@ -1,0 +1,38 @@
+from pathlib import Path
+
+import mudata
+
+from scmsi._synthetic import synthetic_cite
+from scmsi.cli import main
+
+
+def test_fit_writes_results_and_figure(tmp_path: Path, capsys):
+    md = synthetic_cite(n_cells=200, n_genes=60, n_proteins=6, n_types=3, seed=0)
+    src = tmp_path / "in.h5mu"
+    md.write_h5mu(src)
+    out = tmp_path / "out" / "res.h5mu"
+    rc = main(
+        [
+            "fit",
+            str(src),
+            "-o",
+            str(out),
+            "--layers",
+            "rna=counts,prot=counts",
+            "--n-anchors",
+            "30",
+            "--max-epochs",
+            "5",
+            "--label-key",
+            "cell_type",
+            "--n-clusters",
+            "3",
+        ]
+    )
+    assert rc == 0
+    res = mudata.read_h5mu(out)
+    assert "X_scmsi" in res.obsm and "scmsi_leiden" in res.obs and "scmsi_kmeans" in res.obs
+    png = out.with_suffix(".umap.png")
+    assert png.stat().st_size > 10_000
+    assert "scmsi_kmeans: ARI" in capsys.readouterr().out
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp left

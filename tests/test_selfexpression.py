@@ -1,0 +1,24 @@
+import torch
+
+from scmsi._selfexpression import SelfExpressiveNetwork, elastic_net
+
+
+def test_coefficients_nonnegative_masked_and_never_empty():
+    torch.manual_seed(0)
+    net = SelfExpressiveNetwork(n_latent=10, n_hidden=16, n_embed=8)
+    with torch.no_grad():
+        net.threshold.fill_(100.0)  # a threshold above every score
+    z, za = torch.randn(32, 10), torch.randn(12, 10)
+    mask = torch.zeros(32, 12, dtype=torch.bool)
+    mask[0, 3] = True
+    c = net(z, za, mask)
+    assert c.shape == (32, 12)
+    assert (c >= 0).all()
+    assert c[0, 3] == 0
+    assert ((c > 0).sum(1) >= 1).all()  # the best anchor always survives
+
+
+def test_elastic_net():
+    c = torch.tensor([[0.5, 0.0, 0.2]])
+    expected = 0.9 * 0.7 + 0.05 * (0.25 + 0.04)
+    assert torch.allclose(elastic_net(c, 0.9), torch.tensor([expected]))
