@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import scvi
 import torch
@@ -5,7 +7,7 @@ import torch
 from scmsi._synthetic import synthetic_cite
 
 scvi.settings.verbosity = 30
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("SCMSI_TEST_THREADS", "2")))
 
 FAST = {"max_epochs": 15, "enable_progress_bar": False, "early_stopping": False}
 
