@@ -297,6 +297,22 @@ METHODS: dict[str, Callable[[md.MuData, int], PeerResult]] = {
 }
 
 
+def _peak_rss_mib(resource) -> float:
+    """This process's peak resident memory in MiB.
+
+    Linux keeps ``ru_maxrss`` across ``exec``, so a child started by a large parent would report
+    the parent's peak; ``VmHWM`` belongs to the process's own address space.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def _main(argv: list[str] | None = None) -> None:
     """Run one peer method on an h5mu file and save the result as npz (see module docstring)."""
     import argparse
@@ -329,8 +345,7 @@ def _main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         res = METHODS[args.method](mdata, args.seed)
         time_s = time.perf_counter() - t0
-    # ru_maxrss is in KiB on Linux
-    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_rss_mib = _peak_rss_mib(resource)
 
     out: dict[str, Any] = {
         "method": args.method,
