@@ -41,7 +41,11 @@ def umap(
     for ax, key in zip(axes[0], color, strict=True):
         if key not in data.obs:
             raise KeyError(f"obs[{key!r}] not found (available: {list(data.obs.columns)}).")
-        cats = pd.Categorical(data.obs[key].astype(str))
+        values = data.obs[key].astype(str)
+        order = sorted(
+            values.unique(), key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v)
+        )
+        cats = pd.Categorical(values, categories=order)
         cmap = plt.get_cmap("tab20" if len(cats.categories) > 10 else "tab10")
         for i, cat in enumerate(cats.categories):
             sel = cats == cat
