@@ -87,9 +87,15 @@ def run(args: argparse.Namespace) -> int:
     seeds = list(range(1 if args.smoke else args.seeds))
     mdata = _load(args.dataset, args.smoke)
     labels = mdata.obs[LABEL_KEY].astype(str).to_numpy()
-    work = Path(tempfile.mkdtemp(prefix=f"scmsi-bench-{args.dataset}-"))
+    if args.work_dir:  # resume: finished (method, seed) runs in this folder are reused
+        work = Path(args.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix=f"scmsi-bench-{args.dataset}-"))
+    print(f"work folder: {work}", flush=True)
     h5mu = work / "data.h5mu"
-    mdata.write_h5mu(h5mu)
+    if not h5mu.exists():
+        mdata.write_h5mu(h5mu)
     rows, embeddings = [], {}
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     root = Path(__file__).resolve().parents[1]
@@ -110,7 +116,10 @@ def run(args: argparse.Namespace) -> int:
             if args.smoke and method == "scmsi":
                 env["SCMSI_BENCH_MAX_EPOCHS"] = "20"
             t0 = time.perf_counter()
-            proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+            if out.exists():
+                proc = subprocess.CompletedProcess(cmd, 0)
+            else:
+                proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
                 raise SystemExit(f"{method} seed {seed} failed (exit {proc.returncode})")
@@ -262,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="threads per method process")
     p.add_argument("--smoke", action="store_true", help="400 cells, 1 seed, few epochs")
     p.add_argument("--out", help="results folder (default benchmarks/results)")
+    p.add_argument("--work-dir", help="folder for per-run files; reuses runs already there")
     args = parser.parse_args(argv)
     return run(args)
 
