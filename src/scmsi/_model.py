@@ -346,7 +346,10 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         return np.sort(idx)
 
     def _outputs(self, adata, indices, batch_size, transform_batch=None):
-        """Yield (inference outputs, generative outputs) per minibatch, eval mode, means."""
+        """Yield (inference outputs, generative outputs) per minibatch, eval mode, means.
+
+        ``adata`` may be unvalidated (None = training data); validation is idempotent.
+        """
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         self.module.eval()

@@ -122,6 +122,9 @@ class SCMSIModule(BaseModuleClass):
         self.register_buffer(
             "anchor_batch", torch.as_tensor(np.asarray(anchor_batch), dtype=torch.long)[:, None]
         )
+        # Anchor data never change: fingerprint them once, not at every step.
+        anchors = {s.name: self.anchor_x(s.name) for s in self.modalities}
+        self.register_buffer("anchor_fingerprint", self._fingerprint(anchors), persistent=False)
         # Decoders read z during pre-training, then z_hat (see `SCMSI.train`). Starting on z_hat
         # falls into a degenerate optimum: coefficients ~0, z_hat ~0, decoders ignore it.
         self.register_buffer("decode_rebuilt", torch.tensor(True))
@@ -144,7 +147,7 @@ class SCMSIModule(BaseModuleClass):
         works for out-of-sample cells.
         """
         fp = self._fingerprint(xs)
-        fa = self._fingerprint({s.name: self.anchor_x(s.name) for s in self.modalities})
+        fa = self.anchor_fingerprint
         tol = 1e-4 * (fa.abs() + 1.0)
         return ((fp[:, None, :] - fa[None, :, :]).abs() <= tol[None]).all(-1)
 
