@@ -15,6 +15,7 @@ from torch.distributions import Normal
 from torch.distributions import kl_divergence as kl
 
 from ._likelihoods import HEADS
+from ._mosaic import mask_registry_key
 from ._selfexpression import SelfExpressiveNetwork, elastic_net
 
 _N_FINGERPRINTS = 3
@@ -37,6 +38,12 @@ class SCMSIModule(BaseModuleClass):
     over A anchor cells; rebuilt latent ``z_hat^m = C^m z^m_anchor``; ``x^m ~ p(x | z_hat^m, s)``.
     Anchor latents are re-encoded from their stored data every step, so a step costs
     O((B + A) * F) and never touches an N x N matrix.
+
+    Mosaic data: a per-cell mask per modality (``tensors["scmsi_mask_<m>"]``, all ones when
+    absent) says which cells have it. A cell's terms of modality m (likelihood, KL,
+    self-expression, contrast with another modality) count only where it has m; where it lacks
+    m, its coefficients there are the mean of its other modalities' coefficients, which
+    rebuild (impute) its latent ``z_hat^m`` over the anchors.
 
     Parameters
     ----------
@@ -125,6 +132,8 @@ class SCMSIModule(BaseModuleClass):
         # Anchor data never change: fingerprint them once, not at every step.
         anchors = {s.name: self.anchor_x(s.name) for s in self.modalities}
         self.register_buffer("anchor_fingerprint", self._fingerprint(anchors), persistent=False)
+        # `load`/`load_query_data` replace the anchors' data: fingerprint them again.
+        self.register_load_state_dict_post_hook(_refresh_fingerprint)
         # Decoders read z during pre-training, then z_hat (see `SCMSI.train`). Starting on z_hat
         # falls into a degenerate optimum: coefficients ~0, z_hat ~0, decoders ignore it.
         self.register_buffer("decode_rebuilt", torch.tensor(True))
@@ -155,6 +164,11 @@ class SCMSIModule(BaseModuleClass):
         return {
             "xs": {s.name: tensors[s.registry_key] for s in self.modalities},
             "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
+            "observed": {
+                s.name: tensors[mask_registry_key(s.name)]
+                for s in self.modalities
+                if mask_registry_key(s.name) in tensors
+            },
         }
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict:
@@ -165,11 +179,33 @@ class SCMSIModule(BaseModuleClass):
             "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
         }
 
+    def _observed(self, xs: dict, observed: dict | None) -> dict[str, torch.Tensor]:
+        """Boolean ``(B,)`` per modality; modalities without a mask are observed everywhere."""
+        observed = observed or {}
+        out = {}
+        for s in self.modalities:
+            x = xs[s.name]
+            m = observed.get(s.name)
+            out[s.name] = (
+                torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+                if m is None
+                else m.reshape(-1).to(x.device) > 0.5
+            )
+        return out
+
+    @staticmethod
+    def _mean_over(coefs: list[torch.Tensor], weights: list[torch.Tensor]):
+        """Mean of coefficient matrices ``(B, A)`` over the rows' observed modalities."""
+        total = sum(c * w.float()[:, None] for c, w in zip(coefs, weights, strict=True))
+        count = sum(w.float() for w in weights)
+        return total / count.clamp(min=1.0)[:, None], count > 0
+
     @auto_move_data
     def inference(
         self,
         xs: dict[str, torch.Tensor],
         batch_index: torch.Tensor,
+        observed: dict[str, torch.Tensor] | None = None,
         use_mean: bool = False,
     ) -> dict:
         """Encode every modality and self-express it over the anchors.
@@ -177,9 +213,12 @@ class SCMSIModule(BaseModuleClass):
         Returns
         -------
         dict with, per modality name: ``qz`` (Normal, ``(B, n_latent)``), ``z`` (``(B, n_latent)``),
-        ``z_anchor`` (``(A, n_latent)``), ``coef`` (``(B, A)``) and ``z_hat`` (``(B, n_latent)``).
+        ``z_anchor`` (``(A, n_latent)``), ``coef`` (``(B, A)``), ``z_hat`` (``(B, n_latent)``) and
+        ``observed`` (bool ``(B,)``). Where a cell lacks modality m, ``coef`` is the mean of its
+        observed modalities' coefficients and ``z`` equals ``z_hat``.
         """
         mask = self.self_mask(xs)
+        obs = self._observed(xs, observed)
         out: dict[str, dict] = {k: {} for k in ("qz", "z", "z_anchor", "coef", "z_hat")}
         for spec in self.modalities:
             name, head, enc = spec.name, self.heads[spec.name], self.encoders[spec.name]
@@ -187,11 +226,53 @@ class SCMSIModule(BaseModuleClass):
             if use_mean:
                 z = qz_m
             za, _, _ = enc(head.encoder_input(self.anchor_x(name)), self.anchor_batch)
-            coef = self.senets[name](z, za, mask)
             out["qz"][name] = Normal(qz_m, qz_v.sqrt())
             out["z"][name], out["z_anchor"][name] = z, za
-            out["coef"][name], out["z_hat"][name] = coef, coef @ za
+            out["coef"][name] = self.senets[name](z, za, mask)
+        names = [s.name for s in self.modalities]
+        if not all(bool(obs[n].all()) for n in names):
+            imputed, _ = self._mean_over([out["coef"][n] for n in names], [obs[n] for n in names])
+            for n in names:
+                out["coef"][n] = torch.where(obs[n][:, None], out["coef"][n], imputed)
+        for n in names:
+            out["z_hat"][n] = out["coef"][n] @ out["z_anchor"][n]
+            out["z"][n] = torch.where(obs[n][:, None], out["z"][n], out["z_hat"][n])
+        out["observed"] = obs
         return out
+
+    @torch.inference_mode()
+    def cross_modal(
+        self,
+        xs: dict[str, torch.Tensor],
+        batch_index: torch.Tensor,
+        target: str,
+        sources: list[str],
+        observed: dict[str, torch.Tensor] | None = None,
+        decode_batch: torch.Tensor | None = None,
+        sample: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode ``target`` from the mean coefficients of the observed ``sources``.
+
+        ``sample`` draws the sources' latents from ``q(z | x)`` (posterior means otherwise).
+        Returns the normalised profile ``(B, F_target)`` and whether each row had a source.
+        """
+        xs = {k: v.to(self.device) for k, v in xs.items()}
+        batch_index = batch_index.to(self.device)
+        observed = {k: v.to(self.device) for k, v in (observed or {}).items()}
+        mask = self.self_mask(xs)
+        obs = self._observed(xs, observed)
+        coefs = []
+        for m in sources:
+            enc, head = self.encoders[m], self.heads[m]
+            qz_m, _, z = enc(head.encoder_input(xs[m]), batch_index)
+            za = enc(head.encoder_input(self.anchor_x(m)), self.anchor_batch)[0]
+            coefs.append(self.senets[m](z if sample else qz_m, za, mask))
+        coef, has_source = self._mean_over(coefs, [obs[m] for m in sources])
+        enc, head = self.encoders[target], self.heads[target]
+        za_t = enc(head.encoder_input(self.anchor_x(target)), self.anchor_batch)[0]
+        b = batch_index if decode_batch is None else decode_batch.to(self.device)
+        params = head.decode(coef @ za_t, xs[target], b)
+        return head.normalized(params), has_source
 
     @auto_move_data
     def generative(self, z_hat: dict, xs: dict, batch_index: torch.Tensor) -> dict:
@@ -203,40 +284,59 @@ class SCMSIModule(BaseModuleClass):
             }
         }
 
-    def contrastive_loss(self, coefs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def contrastive_loss(
+        self, coefs: dict[str, torch.Tensor], observed: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Per-cell ``sum_{m<m'} ||c^m - c^m'||^2 / (M-1)``, shape ``(B,)``.
 
         For M = 2 this is the paper's ``sum_i (c^2_i - c^1_i)^2``; for M > 2 every pair is pulled
-        together with the same total weight instead of privileging one reference modality.
+        together with the same total weight instead of privileging one reference modality. A
+        pair counts only for cells that have both modalities (``observed``).
         """
         names = list(coefs)
         first = coefs[names[0]]
         if len(names) < 2:
             return torch.zeros(first.shape[0], device=first.device)
-        total = sum((coefs[a] - coefs[b]).pow(2).sum(-1) for a, b in combinations(names, 2))
+        total = torch.zeros(first.shape[0], device=first.device)
+        for a, b in combinations(names, 2):
+            d = (coefs[a] - coefs[b]).pow(2).sum(-1)
+            if observed is not None:
+                d = torch.where(observed[a] & observed[b], d, torch.zeros_like(d))
+            total = total + d
         return total / (len(names) - 1)
 
     def loss(
         self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0
     ) -> LossOutput:
-        """ELBO of every modality + lambda_se * self-expression + lambda_contrast * contrast."""
+        """ELBO of every modality + lambda_se * self-expression + lambda_contrast * contrast.
+
+        Each modality's terms count only for the cells that have it.
+        """
         batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
+        obs = inference_outputs.get("observed") or self._observed(
+            {s.name: tensors[s.registry_key] for s in self.modalities}, None
+        )
         rec, kl_local, se_total = {}, {}, 0.0
         for spec in self.modalities:
             name, head = spec.name, self.heads[spec.name]
             x = tensors[spec.registry_key]
             params = generative_outputs["params"][name]
             qz = inference_outputs["qz"][name]
-            rec[f"reconstruction_{name}"] = head.reconstruction_loss(x, params)
+            has = obs[name]
+
+            def keep(v, has=has):
+                return torch.where(has, v, torch.zeros_like(v))
+
+            rec[f"reconstruction_{name}"] = keep(head.reconstruction_loss(x, params))
             prior = Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))
-            kl_local[f"kl_z_{name}"] = kl(qz, prior).sum(-1)
-            kl_local[f"kl_extra_{name}"] = head.kl(params, batch_index)
+            kl_local[f"kl_z_{name}"] = keep(kl(qz, prior).sum(-1))
+            kl_local[f"kl_extra_{name}"] = keep(head.kl(params, batch_index))
             z, z_hat = inference_outputs["z"][name], inference_outputs["z_hat"][name]
             coef = inference_outputs["coef"][name]
-            se_total = (
-                se_total + (z - z_hat).pow(2).sum(-1) + self.gamma * elastic_net(coef, self.lam)
+            se_total = se_total + keep(
+                (z - z_hat).pow(2).sum(-1) + self.gamma * elastic_net(coef, self.lam)
             )
-        contrast = self.contrastive_loss(inference_outputs["coef"])
+        contrast = self.contrastive_loss(inference_outputs["coef"], obs)
         per_cell = (
             sum(rec.values())
             + kl_weight * sum(kl_local.values())
@@ -252,3 +352,9 @@ class SCMSIModule(BaseModuleClass):
                 "contrastive": contrast.mean().detach(),
             },
         )
+
+
+def _refresh_fingerprint(module: SCMSIModule, incompatible_keys) -> None:
+    with torch.no_grad():
+        anchors = {s.name: module.anchor_x(s.name) for s in module.modalities}
+        module.anchor_fingerprint = module._fingerprint(anchors)
