@@ -554,15 +554,20 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             for a query model from :meth:`load_query_data` (already trained on ``z_hat``).
         plan_kwargs
             Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``...).
+            Query models default to ``weight_decay=0``, so frozen weights stay put.
         **kwargs
             Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`.
         """
         scvi.settings.seed = self.seed
+        self.module.train()  # `load`/`load_query_data` leave it in eval mode (no dropout)
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
         if pretrain_fraction is None:
             pretrain_fraction = 0.0 if getattr(self, "is_query_model_", False) else 0.25
         n_pre = int(round(pretrain_fraction * max_epochs))
+        if getattr(self, "is_query_model_", False):
+            # Adam's weight decay would move the frozen weights (scvi-tools' scArches advice).
+            plan_kwargs = {"weight_decay": 0.0, **(plan_kwargs or {})}
         callbacks = list(kwargs.pop("callbacks", None) or []) + [_DecodeRebuiltAfter(n_pre)]
         if early_stopping:
             kwargs.setdefault("early_stopping_warmup_epochs", n_pre)
@@ -966,6 +971,11 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 if not mod.inject_into_layer(i):
                     continue
                 lin = next(layer for layer in layers if isinstance(layer, torch.nn.Linear))
+                if n_ref == 1:
+                    # A one-batch reference had no batch column (scvi-tools drops it): the
+                    # padded column of that batch must add nothing, as in the reference.
+                    with torch.no_grad():
+                        lin.weight[:, lin.weight.shape[1] - n_batch] = 0.0
                 if lin.weight.requires_grad:
                     lin.weight.register_hook(lambda g, n=n_batch: hook(g, n))
 
