@@ -24,7 +24,7 @@ from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMix
 from . import _validation as val
 from ._anchors import default_n_anchors, select_anchors
 from ._likelihoods import HEADS, protein_background_prior
-from ._module import ModalitySpec, SCMSIModule
+from ._module import ModalitySpec, SCMSIModule, expression
 from ._mosaic import (
     MuDataObservedField,
     _ObservedField,
@@ -89,6 +89,12 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ``"nb"`` (default) or ``"zinb"`` for ``counts`` modalities.
     lambda_se, lambda_contrast
         Weights of the self-expressive and contrastive losses.
+    lambda_cross
+        Weight of the cross-modal self-expression ``||z^m - C^m' z^m_anchor||^2``, which trains
+        each modality's coefficients to rebuild the other modalities' latents, as imputing a
+        missing modality requires (:meth:`impute`). Default: 1 when some cells lack a modality,
+        else 0 (the paper's objective); set it to 1 to train a complete reference that will
+        impute queries lacking a modality.
     gamma, lam
         Elastic-net weight and L1 share of the coefficient regulariser.
     seed
@@ -120,6 +126,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         gene_likelihood: str = "nb",
         lambda_se: float = 1.0,
         lambda_contrast: float = 0.1,
+        lambda_cross: float | None = None,
         gamma: float = 1.0,
         lam: float = 0.9,
         seed: int = 0,
@@ -181,6 +188,10 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         # `load` re-runs __init__: store the chosen anchors so it needs no second K-means.
         self.init_params_["non_kwargs"]["anchors"] = self.anchor_names_.tolist()
 
+        if lambda_cross is None:  # imputation is a training goal when some cells lack a modality
+            lambda_cross = 0.0 if complete.all() else 1.0
+        self.init_params_["non_kwargs"]["lambda_cross"] = lambda_cross
+
         priors = {}
         for s in specs:
             if s.kind != "protein":
@@ -201,6 +212,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             gene_likelihood=gene_likelihood,
             lambda_se=lambda_se,
             lambda_contrast=lambda_contrast,
+            lambda_cross=lambda_cross,
             gamma=gamma,
             lam=lam,
             protein_priors=priors,
@@ -682,6 +694,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         transform_batch: str | int | None = None,
         library_size: float | None = None,
         batch_size: int | None = None,
+        include_protein_background: bool = False,
     ) -> pd.DataFrame | dict[str, pd.DataFrame]:
         """Denoised expression decoded from the rebuilt latents.
 
@@ -700,6 +713,9 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Decode every cell as if it came from this batch (batch-corrected values).
         library_size
             Scale ``counts`` frequencies to this total per cell.
+        include_protein_background
+            Protein: the expected counts (background + foreground mixture mean) instead of the
+            denoised foreground.
         """
         if modality is not None:
             self._check_modality_name(modality)
@@ -708,7 +724,10 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             b = self._batch_code(transform_batch)
             for _, _, gen in self._outputs(adata_v, indices, batch_size, transform_batch=b):
                 for m in parts:
-                    parts[m].append(self.module.heads[m].normalized(gen["params"][m]).cpu().numpy())
+                    head, params = self.module.heads[m], gen["params"][m]
+                    parts[m].append(
+                        expression(head, params, include_protein_background).cpu().numpy()
+                    )
             return self._as_frames(parts, adata_v, indices, modality, library_size)
 
     def get_protein_foreground_probability(
@@ -752,6 +771,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         transform_batch: str | int | None = None,
         library_size: float | None = None,
         batch_size: int | None = None,
+        include_protein_background: bool = False,
         return_sd: bool = True,
         seed: int = 0,
     ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
@@ -782,6 +802,9 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Decode as if every cell came from this batch.
         library_size
             Scale ``counts`` frequencies to this total per cell.
+        include_protein_background
+            Protein: expected counts (background + foreground) instead of the denoised
+            foreground, as :meth:`get_normalized_expression`.
         return_sd
             Also return the standard deviation over draws.
         seed
@@ -818,9 +841,13 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 for tensors in loader:
                     inf_in = self.module._get_inference_input(tensors)
                     decode_batch = None if b is None else torch.full_like(inf_in["batch_index"], b)
-                    mean, has_source = self.module.cross_modal(
-                        **inf_in, target=modality, sources=sources, decode_batch=decode_batch
-                    )
+                    kw = {
+                        "target": modality,
+                        "sources": sources,
+                        "decode_batch": decode_batch,
+                        "include_protein_background": include_protein_background,
+                    }
+                    mean, has_source = self.module.cross_modal(**inf_in, **kw)
                     if not bool(has_source.all()):
                         cells = np.flatnonzero(~has_source.cpu().numpy())[:5]
                         raise ValueError(
@@ -831,13 +858,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                     if n_samples > 0:
                         draws = torch.stack(
                             [
-                                self.module.cross_modal(
-                                    **inf_in,
-                                    target=modality,
-                                    sources=sources,
-                                    decode_batch=decode_batch,
-                                    sample=True,
-                                )[0]
+                                self.module.cross_modal(**inf_in, **kw, sample=True)[0]
                                 for _ in range(n_samples)
                             ]
                         )

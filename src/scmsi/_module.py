@@ -65,6 +65,10 @@ class SCMSIModule(BaseModuleClass):
         ``"nb"`` or ``"zinb"`` for ``counts`` modalities.
     lambda_se, lambda_contrast
         Weights of the self-expressive and contrastive terms (paper code: 1 and 0.1).
+    lambda_cross
+        Weight of the cross-modal self-expression ``||z^m - C^m' z^m_anchor||^2`` (m != m'),
+        over the cells that have both modalities: it trains every modality's coefficients to
+        rebuild the other modalities' latents, which imputation of a missing modality relies on.
     gamma, lam
         Elastic-net weight and L1 share (paper: 1 and 0.9).
     protein_priors
@@ -85,6 +89,7 @@ class SCMSIModule(BaseModuleClass):
         gene_likelihood: str = "nb",
         lambda_se: float = 1.0,
         lambda_contrast: float = 0.1,
+        lambda_cross: float = 0.0,
         gamma: float = 1.0,
         lam: float = 0.9,
         protein_priors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
@@ -94,6 +99,7 @@ class SCMSIModule(BaseModuleClass):
         self.n_batch = n_batch
         self.n_latent = n_latent
         self.lambda_se, self.lambda_contrast = lambda_se, lambda_contrast
+        self.lambda_cross = lambda_cross
         self.gamma, self.lam = gamma, lam
         protein_priors = protein_priors or {}
 
@@ -250,11 +256,13 @@ class SCMSIModule(BaseModuleClass):
         observed: dict[str, torch.Tensor] | None = None,
         decode_batch: torch.Tensor | None = None,
         sample: bool = False,
+        include_protein_background: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode ``target`` from the mean coefficients of the observed ``sources``.
 
         ``sample`` draws the sources' latents from ``q(z | x)`` (posterior means otherwise).
-        Returns the normalised profile ``(B, F_target)`` and whether each row had a source.
+        Returns the normalised profile ``(B, F_target)`` (see :func:`expression`) and whether
+        each row had a source.
         """
         xs = {k: v.to(self.device) for k, v in xs.items()}
         batch_index = batch_index.to(self.device)
@@ -272,7 +280,7 @@ class SCMSIModule(BaseModuleClass):
         za_t = enc(head.encoder_input(self.anchor_x(target)), self.anchor_batch)[0]
         b = batch_index if decode_batch is None else decode_batch.to(self.device)
         params = head.decode(coef @ za_t, xs[target], b)
-        return head.normalized(params), has_source
+        return expression(head, params, include_protein_background), has_source
 
     @auto_move_data
     def generative(self, z_hat: dict, xs: dict, batch_index: torch.Tensor) -> dict:
@@ -303,6 +311,35 @@ class SCMSIModule(BaseModuleClass):
             if observed is not None:
                 d = torch.where(observed[a] & observed[b], d, torch.zeros_like(d))
             total = total + d
+        return total / (len(names) - 1)
+
+    def cross_expression_loss(
+        self, tensors: dict, inference_outputs: dict, observed: dict
+    ) -> torch.Tensor:
+        """Per-cell cross-modal reconstruction, shape ``(B,)``.
+
+        For every ordered pair of modalities (m', m), modality m is decoded from its latent
+        rebuilt with the coefficients of m', ``C^m' z^m_anchor``, and scored by m's likelihood;
+        summed over pairs, divided by ``M - 1``, counted only where the cell has both. This is
+        how a missing modality is imputed, trained on the cells that have both.
+        """
+        coef, za = inference_outputs["coef"], inference_outputs["z_anchor"]
+        names = list(coef)
+        first = coef[names[0]]
+        total = torch.zeros(first.shape[0], device=first.device)
+        if len(names) < 2:
+            return total
+        batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
+        spec = {s.name: s for s in self.modalities}
+        for m in names:
+            x = tensors[spec[m].registry_key]
+            for src in names:
+                if src == m:
+                    continue
+                params = self.heads[m].decode(coef[src] @ za[m], x, batch_index)
+                nll = self.heads[m].reconstruction_loss(x, params)
+                both = observed[m] & observed[src]
+                total = total + torch.where(both, nll, torch.zeros_like(nll))
         return total / (len(names) - 1)
 
     def loss(
@@ -343,6 +380,11 @@ class SCMSIModule(BaseModuleClass):
             + self.lambda_se * se_total
             + self.lambda_contrast * contrast
         )
+        extra = {}
+        if self.lambda_cross > 0:
+            cross = self.cross_expression_loss(tensors, inference_outputs, obs)
+            per_cell = per_cell + self.lambda_cross * cross
+            extra["cross_expression"] = cross.mean().detach()
         return LossOutput(
             loss=per_cell.mean(),
             reconstruction_loss=rec,
@@ -350,8 +392,19 @@ class SCMSIModule(BaseModuleClass):
             extra_metrics={
                 "self_expression": se_total.mean().detach(),
                 "contrastive": contrast.mean().detach(),
+                **extra,
             },
         )
+
+
+def expression(head, params: dict, include_protein_background: bool = False) -> torch.Tensor:
+    """Decoded profile: ``head.normalized`` (denoised), or for protein with background the
+    mean of the background/foreground mixture (expected counts, as totalVI's
+    ``include_protein_background``)."""
+    if include_protein_background and "rate_back" in params:
+        fg = head.foreground_probability(params)
+        return (1 - fg) * params["rate_back"] + fg * params["rate_fore"]
+    return head.normalized(params)
 
 
 def _refresh_fingerprint(module: SCMSIModule, incompatible_keys) -> None:
