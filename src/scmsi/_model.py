@@ -90,11 +90,14 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     lambda_se, lambda_contrast
         Weights of the self-expressive and contrastive losses.
     lambda_cross
-        Weight of the cross-modal self-expression ``||z^m - C^m' z^m_anchor||^2``, which trains
-        each modality's coefficients to rebuild the other modalities' latents, as imputing a
-        missing modality requires (:meth:`impute`). Default: 1 when some cells lack a modality,
-        else 0 (the paper's objective); set it to 1 to train a complete reference that will
-        impute queries lacking a modality.
+        Weight of the cross-modal reconstruction: on the cells that have modalities m and m',
+        m is also decoded from its latent rebuilt with the coefficients of m'
+        (``C^m' z^m_anchor``) and scored by its likelihood. This trains each modality's
+        coefficients to rebuild the others, which imputing a missing modality relies on
+        (:meth:`impute`); without it the coefficients of a modality need not be local enough to
+        impute another. Default: 1 when some cells lack a modality, else 0 (the paper's
+        objective); set it to 1 to train a complete reference that will impute queries
+        lacking a modality.
     gamma, lam
         Elastic-net weight and L1 share of the coefficient regulariser.
     seed

@@ -66,9 +66,10 @@ class SCMSIModule(BaseModuleClass):
     lambda_se, lambda_contrast
         Weights of the self-expressive and contrastive terms (paper code: 1 and 0.1).
     lambda_cross
-        Weight of the cross-modal self-expression ``||z^m - C^m' z^m_anchor||^2`` (m != m'),
-        over the cells that have both modalities: it trains every modality's coefficients to
-        rebuild the other modalities' latents, which imputation of a missing modality relies on.
+        Weight of the cross-modal reconstruction (:meth:`cross_expression_loss`): modality m
+        decoded from ``C^m' z^m_anchor`` and scored by its likelihood, over the cells that have
+        both m and m'. It trains every modality's coefficients to rebuild the other modalities,
+        which imputation of a missing modality relies on.
     gamma, lam
         Elastic-net weight and L1 share (paper: 1 and 0.9).
     protein_priors
