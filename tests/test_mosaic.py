@@ -186,11 +186,7 @@ def test_map_query_label_transfer_and_save_load(mosaic, cells, tmp_path):
     q3 = md[N_REF:].copy()
     on_query = scmsi.SCMSI.load(tmp_path / "m", adata=q3)
     assert on_query.anchor_indices_ is None
-    np.testing.assert_allclose(on_query.get_coefficients(), coef_of(model, q3), atol=1e-6)
-
-
-def coef_of(model, data):
-    return model.get_coefficients(data)
+    np.testing.assert_allclose(on_query.get_coefficients(), model.get_coefficients(q3), atol=1e-6)
 
 
 def test_map_query_needs_the_reference_pca(mosaic, cells):
