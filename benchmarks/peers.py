@@ -15,7 +15,8 @@ trained in the same process ran several times slower)::
 The npz holds ``embedding`` (if any), ``graph_data``/``graph_indices``/``graph_indptr``/
 ``graph_shape`` (if any), ``time_s`` (wall-clock of the method call, excluding reading the
 file), ``peak_rss_mib`` (peak resident memory of the process), ``threads``, ``obs_names``,
-``method``, ``seed`` and ``notes``.
+``method``, ``seed``, ``notes`` and, for scMSI, ``extra_*`` arrays (denoised protein and
+foreground probability).
 """
 
 from __future__ import annotations
@@ -265,7 +266,11 @@ def mofa(mdata: md.MuData, seed: int) -> PeerResult:
 
 
 def scmsi_default(mdata: md.MuData, seed: int) -> PeerResult:
-    """scMSI with the package defaults; embedding = PCA of the fused coefficients."""
+    """scMSI with the package defaults; embedding = PCA of the fused coefficients.
+
+    Also returns, for each protein modality, the denoised expression and the foreground
+    probability (``extras``: the paper's Figure 3F).
+    """
     import scmsi
 
     m = mdata.copy()
@@ -284,7 +289,15 @@ def scmsi_default(mdata: md.MuData, seed: int) -> PeerResult:
         f"scmsi {scmsi.__version__} defaults: {model.module.n_anchors} anchors, "
         f"{n_epochs} epochs (early stopping on), embedding = PCA of fused coefficients."
     )
-    return {"embedding": m.obsm["X_scmsi"], "graph": None, "notes": notes}
+    denoised = model.get_normalized_expression(m, modality="prot")
+    extras = {
+        "prot_names": np.asarray(denoised.columns, dtype=str),
+        "prot_denoised": denoised.to_numpy(np.float32),
+        "prot_foreground": model.get_protein_foreground_probability(m, modality="prot").to_numpy(
+            np.float32
+        ),
+    }
+    return {"embedding": m.obsm["X_scmsi"], "graph": None, "notes": notes, "extras": extras}
 
 
 METHODS: dict[str, Callable[[md.MuData, int], PeerResult]] = {
@@ -366,7 +379,11 @@ def _main(argv: list[str] | None = None) -> None:
             graph_indptr=g.indptr,
             graph_shape=np.array(g.shape),
         )
-    np.savez_compressed(args.out_npz, **out)
+    for key, value in res.get("extras", {}).items():
+        out[f"extra_{key}"] = value
+    tmp = f"{args.out_npz}.tmp.npz"  # atomic: a killed run leaves no npz that looks finished
+    np.savez_compressed(tmp, **out)
+    os.replace(tmp, args.out_npz)
     print(
         f"{args.method} seed={args.seed}: {time_s:.1f} s, "
         f"peak RSS {peak_rss_mib:.0f} MiB -> {args.out_npz}"
