@@ -18,7 +18,7 @@ import pooch
 import scanpy as sc
 from scipy import sparse
 
-__all__ = ["DATASETS", "data_dir", "inhouse_pbmc", "load"]
+__all__ = ["DATASETS", "data_dir", "inhouse_pbmc", "load", "scicar_a549", "snare_seq"]
 
 _ENV_VAR = "SCMSI_DATA_DIR"
 
@@ -32,6 +32,44 @@ _INHOUSE_PBMC_FILES = {
     "GSM4476364_ADT_raw.csv": "de352bc3e00cfc60931314a8594ab0cb8edf17a48e7c837a5bbfa6811bf8731a",
     "truth_InHouse.csv": "a12825dc73ba9dbd11bc5a347feb97ebf9ad0179c0299de3c3ca4f90acbd3616",
 }
+
+# SNARE-seq cell-line mixture (Chen, Lake & Zhang 2019; GEO GSE126074): RNA counts (GEO file),
+# 19 chromatin (cisTopic) features from SCOT, cell-line names from DCCA (SCOT's names are permuted).
+_SNARE_RNA_URL = (
+    "https://raw.githubusercontent.com/rsinghlab/scMultiOmics_Datasets/"
+    "4c53bbdab4bd3e8b524044795a823bd838189121/"
+)
+_SNARE_RNA_FILES = {
+    "GSE126074_CellLineMixture_SNAREseq_cDNA_counts.tsv.gz": (
+        "1109350aa55683e5054f6a304592a8ad767dc9a713b995c10c639dddbc1579fd"
+    ),
+}
+_SNARE_SCOT_URL = (
+    "https://raw.githubusercontent.com/rsinghlab/SCOT/"
+    "14649be6e14017dcfe7ba619091b33d1df55f6a9/data/SNARE/"
+)
+_SNARE_SCOT_FILES = {
+    "SNAREseq_atac_feat.npy": "80d685b6517c100a7fd612846ad38209b64ed9caf095d1630af5a1d7797bd79c",
+    "SNAREseq_metadata.txt": "4bfd15c9205ff47e4d37bb0f9d7a9efbe9131b6f660a80f8ad22fccb61c87562",
+}
+_SNARE_DCCA_URL = (
+    "https://raw.githubusercontent.com/cmzuo11/DCCA/"
+    "e9c7b2efb6481a202195488981334a87add52cfb/Example_test/"
+)
+_SNARE_DCCA_FILES = {
+    "cell_metadata.txt": "0db5bc07758cffdfb6cd8281235bc34df7e130543f69c914b065f0156f97b71d",
+}
+
+# sci-CAR A549 dexamethasone time course (Cao et al. 2018; GEO GSE117089), the scAI authors' subset.
+_SCICAR_URL = (
+    "https://raw.githubusercontent.com/sqjin/scAI/9bd4bdbe9daa15399d2b49eb376cabaf40aa07ca/data/"
+)
+_SCICAR_RDA = {"data_A549.rda": "b5cceb564496c92bf037d01ff15cbde56beecf702e3370189f26603be33197f6"}
+# The same data converted to h5mu (values unchanged), as kept in the shared data folder.
+_SCICAR_H5MU = (
+    "scicar_a549.h5mu",
+    "d0b9abe77f9c315fde0db7ae821350c89f52bab467c8d4a262461b6a448bdca0",
+)
 
 
 def data_dir() -> Path:
@@ -169,10 +207,217 @@ def inhouse_pbmc(preprocess: bool = True, n_top_genes: int = 2000) -> md.MuData:
     with md.set_options(pull_on_update=False):
         mdata = md.MuData({"rna": rna, "prot": prot})
     mdata.obs["cell_type"] = pd.Categorical(cell_type)
+    mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}
     return mdata
 
 
-DATASETS: dict[str, Callable[..., md.MuData]] = {"inhouse_pbmc": inhouse_pbmc}
+def _hvg_counts(rna: ad.AnnData, n_top_genes: int | None) -> ad.AnnData:
+    """Keep ``n_top_genes`` HVGs (scanpy ``flavor="seurat_v3"`` on raw counts); None keeps all."""
+    if n_top_genes is None or n_top_genes >= rna.n_vars:
+        return rna
+    hvg = sc.pp.highly_variable_genes(
+        rna, n_top_genes=n_top_genes, flavor="seurat_v3", inplace=False
+    )
+    return rna[:, hvg["highly_variable"].to_numpy()].copy()
+
+
+def snare_seq(n_top_genes: int | None = 2000, min_cells: int = 3) -> md.MuData:
+    """SNARE-seq cell-line mixture (BJ, GM12878, H1, K562): RNA counts + 19 chromatin features.
+
+    Parameters
+    ----------
+    n_top_genes
+        Number of highly variable genes kept (scanpy ``flavor="seurat_v3"`` on raw counts, as
+        :func:`inhouse_pbmc`); None keeps every gene that passes ``min_cells``.
+    min_cells
+        Genes detected in fewer cells are dropped before HVG selection (Seurat's
+        ``CreateSeuratObject(min.cells=3)``). On all 18,666 genes the seurat_v3 loess fit fails
+        here (near-singular: thousands of genes seen in a single cell).
+
+    Returns
+    -------
+    mudata.MuData
+        1,047 cells. ``"rna"``: raw counts (float32 CSR, integer-valued) in ``.X`` and
+        ``.layers["counts"]``. ``"atac"``: the 19 chromatin features of SCOT (Demetci et al.),
+        which are cisTopic LDA topics (integer topic assignments per cell, 35,000-2,000,000 per
+        cell): ``.X`` holds their per-cell centred log-ratio, ``log(x) - mean(log(x))``
+        (float32, dense), and ``.layers["topics"]`` the values as published. Labels (cell
+        line: ``BJ``, ``GM``, ``H1``, ``K562``) in ``mdata.obs["cell_type"]``;
+        ``mdata.uns["modality_types"] = {"rna": "counts", "atac": "continuous"}``.
+
+    Notes
+    -----
+    Sources (all pinned): RNA counts, the GEO supplementary file GSE126074 as stored in
+    rsinghlab/scMultiOmics_Datasets; chromatin features and their barcodes,
+    rsinghlab/SCOT ``data/SNARE``; cell-line names, cmzuo11/DCCA ``Example_test/cell_metadata.txt``
+    (the names in SCOT's label files are permuted: its "GM" cells express fibroblast genes).
+    Modalities and labels are matched by barcode.
+
+    The raw ATAC peak counts are not available (see the data folder's SOURCE.md), so the
+    chromatin side is the published topic matrix. The per-cell log-ratio removes the cell's
+    depth (per-cell totals vary 56-fold and dominate the raw values) and suits a Gaussian
+    likelihood; the raw values are kept in ``.layers["topics"]``.
+    """
+    rna_path = _fetch("snare_seq", _SNARE_RNA_URL, _SNARE_RNA_FILES)[
+        "GSE126074_CellLineMixture_SNAREseq_cDNA_counts.tsv.gz"
+    ]
+    scot = _fetch("snare_seq/SCOT", _SNARE_SCOT_URL, _SNARE_SCOT_FILES)
+    dcca = _fetch("snare_seq/DCCA", _SNARE_DCCA_URL, _SNARE_DCCA_FILES)["cell_metadata.txt"]
+
+    df = pd.read_csv(rna_path, sep="\t", index_col=0)
+    rna = ad.AnnData(
+        sparse.csr_matrix(df.to_numpy(dtype=np.float32).T),
+        obs=pd.DataFrame(index=pd.Index(df.columns.astype(str))),
+        var=pd.DataFrame(index=ad.utils.make_index_unique(pd.Index(df.index.astype(str)))),
+    )
+    del df
+
+    topics = np.load(scot["SNAREseq_atac_feat.npy"])
+    barcodes = pd.read_csv(scot["SNAREseq_metadata.txt"], sep="\t")["Barcode"].astype(str)
+    if len(barcodes) != topics.shape[0]:
+        raise ValueError("SCOT features and metadata differ in length.")
+    atac = ad.AnnData(
+        np.log(topics) - np.log(topics).mean(axis=1, keepdims=True),
+        obs=pd.DataFrame(index=pd.Index(barcodes)),
+        var=pd.DataFrame(index=[f"topic_{i + 1}" for i in range(topics.shape[1])]),
+    )
+    atac.X = atac.X.astype(np.float32)
+    atac.layers["topics"] = topics.astype(np.float32)
+
+    labels = pd.read_csv(dcca, sep="\t", index_col="cell")["cell_line"].astype(str)
+    cells = rna.obs_names
+    for what, names in (("chromatin features", atac.obs_names), ("labels", labels.index)):
+        if not (names.is_unique and cells.isin(names).all() and len(names) == len(cells)):
+            raise ValueError(f"SNARE-seq: RNA barcodes and {what} barcodes do not match.")
+    atac = atac[cells].copy()
+
+    rna.X.eliminate_zeros()
+    n_cells = np.asarray((rna.X > 0).sum(axis=0)).ravel()
+    rna = _hvg_counts(rna[:, n_cells >= min_cells].copy(), n_top_genes)
+    # Cells with no counts left on the kept genes cannot be modelled with a library size.
+    keep = np.asarray(rna.X.sum(axis=1)).ravel() > 0
+    if not keep.all():
+        rna, atac = rna[keep].copy(), atac[keep].copy()  # none on the published data
+    rna.layers["counts"] = rna.X.copy()
+
+    cell_type = pd.Categorical(labels.reindex(rna.obs_names).to_numpy())
+    rna.obs["cell_type"] = cell_type
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": rna, "atac": atac})
+    mdata.obs["cell_type"] = pd.Categorical(cell_type)
+    mdata.uns["modality_types"] = {"rna": "counts", "atac": "continuous"}
+    return mdata
+
+
+def _dgc_to_csr(m) -> tuple[sparse.csr_matrix, pd.Index, pd.Index]:
+    """An R dgCMatrix (features x cells, as parsed by ``rdata``) -> (cells x features CSR, cells,
+    features)."""
+    n_features, n_cells = (int(d) for d in m.Dim)
+    # Column-compressed features x cells is row-compressed cells x features.
+    x = sparse.csr_matrix(
+        (np.asarray(m.x, dtype=np.float32), np.asarray(m.i), np.asarray(m.p)),
+        shape=(n_cells, n_features),
+    )
+    return (
+        x,
+        pd.Index(np.asarray(m.Dimnames[1], dtype=str)),
+        pd.Index(np.asarray(m.Dimnames[0], dtype=str)),
+    )
+
+
+def _scicar_from_rda(path: Path) -> tuple[ad.AnnData, ad.AnnData, pd.Series]:
+    """Read the scAI authors' ``data_A549.rda``: (rna, atac, time in hours)."""
+    try:
+        import rdata
+    except ImportError as err:
+        raise ImportError(
+            "Reading data_A549.rda needs the `rdata` package: pip install 'scmsi[data]'."
+        ) from err
+    import warnings
+
+    with warnings.catch_warnings():  # no constructor for dgCMatrix: the raw R object is fine
+        warnings.simplefilter("ignore")
+        obj = rdata.conversion.convert(rdata.parser.parse_file(str(path)))["data_A549"]
+    mods = {}
+    for key in ("RNA", "ATAC"):
+        x, cells, features = _dgc_to_csr(obj["data"][key])
+        mods[key] = ad.AnnData(x, obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=features))
+    time = obj["labels"]["Time"]
+    time.index = time.index.astype(str)
+    return mods["RNA"], mods["ATAC"], time.astype(int)
+
+
+def _scicar_from_h5mu(path: Path) -> tuple[ad.AnnData, ad.AnnData, pd.Series]:
+    """Read the converted ``scicar_a549.h5mu``: (rna, atac, time in hours)."""
+    m = md.read_h5mu(path)
+    strip = {}
+    for key in ("rna", "atac"):
+        a = m[key]
+        strip[key] = ad.AnnData(
+            sparse.csr_matrix(a.X, dtype=np.float32),
+            obs=pd.DataFrame(index=a.obs_names.astype(str)),
+            var=pd.DataFrame(index=a.var_names.astype(str)),
+        )
+    return strip["rna"], strip["atac"], m.obs["time"].astype(int)
+
+
+def scicar_a549() -> md.MuData:
+    """sci-CAR A549 co-assay (0, 1 and 3 h of dexamethasone): normalised RNA + ATAC peaks.
+
+    Returns
+    -------
+    mudata.MuData
+        2,641 cells. ``"rna"``: 1,185 genes, normalised values as published (float32 CSR;
+        not counts). ``"atac"``: 52,761 peaks, binarised (``value > 0`` -> 1.0, float32 CSR)
+        in ``.X``; the published normalised values in ``.layers["normalised"]``. Labels:
+        ``mdata.obs["cell_type"]`` = time point (``"0h"``, ``"1h"``, ``"3h"``; categorical) and
+        ``mdata.obs["time"]`` in hours (int). ``mdata.uns["modality_types"] = {"rna":
+        "continuous", "atac": "accessibility"}``.
+
+    Notes
+    -----
+    Source: the scAI authors' processed subset (sqjin/scAI ``data/data_A549.rda``, pinned
+    commit). The data folder's ``scicar_a549/scicar_a549.h5mu`` (the same values converted) is
+    read when present; otherwise the ``.rda`` is downloaded and converted, which needs the
+    ``rdata`` package (``pip install 'scmsi[data]'``). The labels are treatment times, not cell
+    types; the 1 h and 3 h groups are known to be hard to separate.
+    """
+    name, sha = _SCICAR_H5MU
+    local = data_dir() / "scicar_a549" / name
+    if local.is_file():
+        if pooch.file_hash(str(local)) != sha:
+            raise ValueError(f"sha256 mismatch for {local}; delete it to use the .rda source.")
+        rna, atac, time = _scicar_from_h5mu(local)
+    else:
+        rda = _fetch("scicar_a549/original", _SCICAR_URL, _SCICAR_RDA)["data_A549.rda"]
+        rna, atac, time = _scicar_from_rda(rda)
+    if not (rna.obs_names.equals(atac.obs_names) and rna.obs_names.isin(time.index).all()):
+        raise ValueError("sci-CAR A549: RNA, ATAC and label cell names do not match.")
+
+    atac.layers["normalised"] = atac.X.copy()
+    atac.X = atac.X.copy()
+    atac.X.eliminate_zeros()
+    atac.X.data = (atac.X.data > 0).astype(np.float32)
+
+    hours = time.reindex(rna.obs_names).to_numpy()
+    levels = sorted(set(hours.tolist()))
+    cell_type = pd.Categorical([f"{h}h" for h in hours], categories=[f"{h}h" for h in levels])
+    for a in (rna, atac):
+        a.obs["time"] = hours
+    rna.obs["cell_type"] = cell_type
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": rna, "atac": atac})
+    mdata.obs["cell_type"] = pd.Categorical(cell_type)
+    mdata.obs["time"] = hours
+    mdata.uns["modality_types"] = {"rna": "continuous", "atac": "accessibility"}
+    return mdata
+
+
+DATASETS: dict[str, Callable[..., md.MuData]] = {
+    "inhouse_pbmc": inhouse_pbmc,
+    "snare_seq": snare_seq,
+    "scicar_a549": scicar_a549,
+}
 
 
 def load(name: str, **kwargs) -> md.MuData:
