@@ -35,6 +35,9 @@ _KIND_BY_NAME = {
     "protein": "protein",
     "adt": "protein",
     "proteins": "protein",
+    "atac": "accessibility",
+    "peaks": "accessibility",
+    "accessibility": "accessibility",
 }
 _ANNDATA_RNA, _ANNDATA_PROT = "rna", "prot"
 
@@ -64,14 +67,17 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
     anchors
         Anchor cells as integer positions or cell names; chosen by PCA + K-means when None.
     anchor_modality
-        Modality whose log-normalised expression is clustered to choose anchors; default the
-        first ``counts`` modality.
+        Modality whose PCA is clustered to choose anchors; default the first modality of
+        type ``counts``, else ``continuous``, ``accessibility``, ``protein``.
     n_hidden, n_layers, dropout_rate
         Network widths, depth and encoder dropout.
     n_embed
         Query/key dimension of the self-expressive networks.
     gene_likelihood
         ``"nb"`` (default) or ``"zinb"`` for ``counts`` modalities.
+    accessibility_likelihood
+        ``"bernoulli"`` (default; peaks binarised, as PeakVI/MultiVI) or ``"poisson"``
+        (integer fragment counts) for ``accessibility`` modalities.
     lambda_se, lambda_contrast
         Weights of the self-expressive and contrastive losses.
     gamma, lam
@@ -103,6 +109,7 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         dropout_rate: float = 0.1,
         n_embed: int = 64,
         gene_likelihood: str = "nb",
+        accessibility_likelihood: str = "bernoulli",
         lambda_se: float = 1.0,
         lambda_contrast: float = 0.1,
         gamma: float = 1.0,
@@ -126,12 +133,14 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         if anchors is None:
             n_anchors = default_n_anchors(n_cells) if n_anchors is None else int(n_anchors)
             val.check_n_anchors(n_anchors, n_cells)
-            anchor_mod = anchor_modality or next(
-                (s.name for s in specs if s.kind == "counts"), specs[0].name
-            )
+            kinds = {s.name: s.kind for s in specs}
+            preference = ("counts", "continuous", "accessibility", "protein")
+            anchor_mod = anchor_modality or min(kinds, key=lambda m: preference.index(kinds[m]))
             if anchor_mod not in data:
                 raise ValueError(f"anchor_modality {anchor_mod!r} is not one of {list(data)}.")
-            anchor_idx = select_anchors(data[anchor_mod], n_anchors, seed=seed)
+            anchor_idx = select_anchors(
+                data[anchor_mod], n_anchors, kind=kinds[anchor_mod], seed=seed
+            )
         else:
             anchor_idx = self._anchor_positions(anchors)
             val.check_n_anchors(len(anchor_idx), n_cells)
@@ -140,6 +149,10 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         # `load` re-runs __init__: store the chosen anchors so it needs no second K-means.
         self.init_params_["non_kwargs"]["anchors"] = self.anchor_names_.tolist()
 
+        if accessibility_likelihood == "poisson":
+            for s in specs:
+                if s.kind == "accessibility":
+                    val.check_counts(data[s.name], f"modality '{s.name}' (Poisson accessibility)")
         priors = {
             s.name: protein_background_prior(_dense(data[s.name]), batch, n_batch, seed=seed)
             for s in specs
@@ -156,6 +169,7 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
             dropout_rate=dropout_rate,
             n_embed=n_embed,
             gene_likelihood=gene_likelihood,
+            accessibility_likelihood=accessibility_likelihood,
             lambda_se=lambda_se,
             lambda_contrast=lambda_contrast,
             gamma=gamma,
@@ -187,8 +201,11 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
             MuData whose modalities hold the same cells in the same order.
         modalities
             ``{modality name: type}`` with type one of ``"counts"`` (NB/ZINB), ``"protein"``
-            (NB mixture with background) or ``"continuous"`` (Gaussian). Default: every
-            modality named like ``rna``/``gex`` -> counts and ``prot``/``adt`` -> protein.
+            (NB mixture with background), ``"accessibility"`` (peaks: Bernoulli on binarised
+            values or Poisson on fragments) or ``"continuous"`` (Gaussian: processed features,
+            normalised matrices). Any number of modalities. Default: every modality named like
+            ``rna``/``gex`` -> counts, ``prot``/``adt`` -> protein, ``atac``/``peaks`` ->
+            accessibility. Sparse matrices stay sparse; minibatches are densified one at a time.
         layers
             ``{modality name: layer}``; a missing entry or None uses ``.X``.
         batch_key
@@ -614,7 +631,11 @@ def _check_modality(x, name: str, kind: str, obs_names) -> None:
     label = f"modality '{name}'"
     if HEADS[kind].requires_counts:
         val.check_counts(x, label)
-        if kind == "counts":
-            val.check_nonempty_cells(x, label, obs_names)
+    elif kind == "accessibility":
+        val.check_nonnegative(x, label, kind)
     else:
         val.check_finite(x, label)
+    if kind == "counts":
+        val.check_not_binary(x, label)
+    if kind in ("counts", "accessibility"):  # their likelihoods use the cell's depth
+        val.check_nonempty_cells(x, label, obs_names)

@@ -56,6 +56,8 @@ class SCMSIModule(BaseModuleClass):
         Query/key embedding dimension of the self-expressive networks.
     gene_likelihood
         ``"nb"`` or ``"zinb"`` for ``counts`` modalities.
+    accessibility_likelihood
+        ``"bernoulli"`` (binarised peaks) or ``"poisson"`` for ``accessibility`` modalities.
     lambda_se, lambda_contrast
         Weights of the self-expressive and contrastive terms (paper code: 1 and 0.1).
     gamma, lam
@@ -76,6 +78,7 @@ class SCMSIModule(BaseModuleClass):
         dropout_rate: float = 0.1,
         n_embed: int = 64,
         gene_likelihood: str = "nb",
+        accessibility_likelihood: str = "bernoulli",
         lambda_se: float = 1.0,
         lambda_contrast: float = 0.1,
         gamma: float = 1.0,
@@ -110,6 +113,8 @@ class SCMSIModule(BaseModuleClass):
             kwargs = {"n_hidden": n_hidden, "n_layers": n_layers}
             if spec.kind == "counts":
                 kwargs["likelihood"] = gene_likelihood
+            if spec.kind == "accessibility":
+                kwargs["likelihood"] = accessibility_likelihood
             if spec.kind == "protein" and spec.name in protein_priors:
                 kwargs["prior_mean"], kwargs["prior_scale"] = protein_priors[spec.name]
             self.heads[spec.name] = HEADS[spec.kind](spec.n_features, n_latent, n_batch, **kwargs)
