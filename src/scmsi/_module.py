@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
-from scvi.nn import Encoder
 from torch import nn
 from torch.distributions import Normal
 from torch.distributions import kl_divergence as kl
 
+from ._encoders import make_encoder
 from ._likelihoods import HEADS
 from ._selfexpression import SelfExpressiveNetwork, elastic_net
 
@@ -98,16 +98,9 @@ class SCMSIModule(BaseModuleClass):
         self.heads = nn.ModuleDict()
         gen = torch.Generator().manual_seed(0)
         for spec in self.modalities:
-            # Layer norm, not batch norm: anchors and cells pass the encoder separately.
-            self.encoders[spec.name] = Encoder(
-                spec.n_features,
-                n_latent,
-                n_cat_list=[n_batch],
-                n_layers=n_layers,
-                n_hidden=n_hidden,
-                dropout_rate=dropout_rate,
-                use_batch_norm=False,
-                use_layer_norm=True,
+            sparse_input = spec.kind == "accessibility"
+            self.encoders[spec.name] = make_encoder(
+                spec.n_features, n_latent, n_batch, n_hidden, n_layers, dropout_rate, sparse_input
             )
             self.senets[spec.name] = SelfExpressiveNetwork(n_latent, n_hidden, n_embed)
             kwargs = {"n_hidden": n_hidden, "n_layers": n_layers}
@@ -120,6 +113,13 @@ class SCMSIModule(BaseModuleClass):
             self.heads[spec.name] = HEADS[spec.kind](spec.n_features, n_latent, n_batch, **kwargs)
             xa = torch.as_tensor(np.asarray(anchor_data[spec.name]), dtype=torch.float32)
             self.register_buffer(f"anchor_x_{spec.name}", xa)
+            # The anchors' encoder input never changes: transform it once (sparse for peaks).
+            xin = self.heads[spec.name].encoder_input(xa)
+            self.register_buffer(
+                f"anchor_in_{spec.name}",
+                xin.to_sparse_csr() if sparse_input else xin,
+                persistent=False,
+            )
             self.register_buffer(
                 f"fingerprint_{spec.name}",
                 torch.randn(spec.n_features, _N_FINGERPRINTS, generator=gen),
@@ -191,7 +191,7 @@ class SCMSIModule(BaseModuleClass):
             qz_m, qz_v, z = enc(head.encoder_input(xs[name]), batch_index)
             if use_mean:
                 z = qz_m
-            za, _, _ = enc(head.encoder_input(self.anchor_x(name)), self.anchor_batch)
+            za, _, _ = enc(getattr(self, f"anchor_in_{name}"), self.anchor_batch)
             coef = self.senets[name](z, za, mask)
             out["qz"][name] = Normal(qz_m, qz_v.sqrt())
             out["z"][name], out["z_anchor"][name] = z, za
