@@ -2,6 +2,12 @@
 
     python -m benchmarks run inhouse_pbmc --seeds 5            # full run
     python -m benchmarks run inhouse_pbmc --smoke              # CI: subsample, 1 seed, 2 methods
+    python -m benchmarks run snare_seq --seeds 5               # any registered dataset
+
+Methods follow the dataset's modality types (``mdata.uns["modality_types"]``): scMSI, totalVI
+(RNA counts + protein), MultiVI (RNA counts + integer peaks), WNN, MOFA+ and one single-modality
+baseline ``only_<modality>`` per modality. A method that does not apply to the data is skipped,
+and the results file says why (``benchmarks.peers.applicable``).
 
 Each (method, seed) runs in a fresh process (``python -m benchmarks.peers``) that reports its
 wall-clock time and peak RSS. Scores: ARI/NMI of k-means (k = number of labelled types,
@@ -26,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_METHODS = ["scmsi", "totalvi", "wnn", "mofa", "rna_pca", "protein_clr_pca"]
 LABEL_KEY = "cell_type"
 
 
@@ -77,9 +82,21 @@ def _score(npz: dict, labels: np.ndarray, seed: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    methods = args.methods.split(",") if args.methods else DEFAULT_METHODS
+    from benchmarks import peers
+
     seeds = list(range(1 if args.smoke else args.seeds))
     mdata = _load(args.dataset, args.smoke)
+    types = peers.modality_types(mdata)
+    requested = args.methods.split(",") if args.methods else peers.default_methods(mdata)
+    methods, skipped = [], {}
+    for method in requested:
+        peers.get_method(method)  # unknown names fail here, before anything runs
+        reason = peers.applicable(method, mdata)
+        if reason is None:
+            methods.append(method)
+        else:
+            skipped[method] = reason
+            print(f"{method}: skipped, {reason}", flush=True)
     labels = mdata.obs[LABEL_KEY].astype(str).to_numpy()
     if args.work_dir:  # resume: finished (method, seed) runs in this folder are reused
         work = Path(args.work_dir)
@@ -142,9 +159,9 @@ def run(args: argparse.Namespace) -> int:
     table = pd.DataFrame(rows)
     name = f"{args.dataset}{'_smoke' if args.smoke else ''}"
     out_dir = Path(args.out) if args.out else RESULTS
-    _write_report(table, name, args, out_dir, len(labels))
+    _write_report(table, name, args, out_dir, len(labels), mdata, skipped)
     xy = _figures(table, embeddings, labels, name, out_dir, args.seeds if not args.smoke else 1)
-    if "scmsi" in embeddings and {"rna", "prot"} <= set(mdata.mod):
+    if "scmsi" in embeddings and types.get("rna") == "counts" and types.get("prot") == "protein":
         _marker_heatmap(mdata, embeddings["scmsi"], labels, out_dir / f"{name}_markers.png")
         if scmsi_extras:
             _protein_panel(mdata, xy["scmsi"], scmsi_extras, out_dir / f"{name}_denoising.png")
@@ -177,13 +194,18 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(agg)
 
 
-def _write_report(table, name, args, out_dir: Path, n_cells: int) -> None:
+def _write_report(table, name, args, out_dir: Path, n_cells: int, mdata, skipped) -> None:
     import scvi
     import torch
 
     import scmsi
+    from benchmarks import peers
 
     summary = summarise(table)
+    types = peers.modality_types(mdata)
+    mods = "; ".join(
+        f"{m} ({t}, {mdata[m].n_vars} features)" for m, t in types.items() if m in mdata.mod
+    )
     lines = [f"# Benchmark: {name}", ""]
     cmd = "python -m benchmarks run " + " ".join(sys.argv[2:])
     lines += [
@@ -192,8 +214,13 @@ def _write_report(table, name, args, out_dir: Path, n_cells: int) -> None:
         f"Cells: {n_cells}; seeds: {sorted(table['seed'].unique().tolist())}; one process "
         f"per (method, seed), {args.threads} thread(s) each.",
         "",
+        f"Modalities: {mods}.",
+        "",
     ]
     lines.append(summary.to_markdown(index=False))
+    if skipped:
+        lines += ["", "Not run (not applicable to these modality types):", ""]
+        lines += [f"- **{m}**: {reason}." for m, reason in skipped.items()]
     if {"scmsi", "totalvi"} <= set(table["method"]):
         ratio = (
             table.loc[table.method == "scmsi", "time_s"].mean()
@@ -399,7 +426,19 @@ def _update_readme(name: str, results_md: Path) -> None:
     table = "\n".join(line for line in body.splitlines() if line.startswith("|"))
     command = next((line for line in body.splitlines() if line.startswith("Command:")), "")
     ratio = next((line for line in body.splitlines() if line.startswith("scMSI / totalVI")), "")
-    block = "\n".join(x for x in (start, command, "", table, "", ratio, end) if x is not None)
+    lines = body.splitlines()
+    not_run = ""
+    if "Not run (not applicable to these modality types):" in lines:
+        i = lines.index("Not run (not applicable to these modality types):")
+        items = []
+        for x in lines[i + 2 :]:
+            if not x.startswith("- "):
+                break
+            items.append(x[2:].replace("**", ""))
+        not_run = "Not run: " + " ".join(items) if items else ""
+    block = "\n".join(
+        x for x in (start, command, "", table, "", ratio, not_run, end) if x is not None
+    )
     head, rest = text.split(start, 1)
     _atomic_text(README, head + block + rest.split(end, 1)[1])
 
@@ -410,7 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run methods on a dataset and write benchmarks/results/")
     p.add_argument("dataset", help="a name of scmsi.datasets.DATASETS (e.g. inhouse_pbmc)")
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--methods", help=f"comma-separated (default: {','.join(DEFAULT_METHODS)})")
+    p.add_argument(
+        "--methods",
+        help="comma-separated (default: scmsi,totalvi,multivi,wnn,mofa and only_<modality> "
+        "for each modality; those that do not apply to the data are skipped)",
+    )
     p.add_argument("--threads", type=int, default=1, help="threads per method process")
     p.add_argument("--smoke", action="store_true", help="400 cells, 1 seed, few epochs")
     p.add_argument("--out", help="results folder (default benchmarks/results)")
