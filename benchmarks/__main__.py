@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 RESULTS = Path(__file__).resolve().parent / "results"
+NOTES = Path(__file__).resolve().parent / "notes"
 LABEL_KEY = "cell_type"
 
 
@@ -141,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
                     "method": method,
                     "seed": seed,
                     "time_s": float(res["time_s"]),
+                    "cpu_s": float(res["cpu_s"]) if "cpu_s" in res else np.nan,
                     "peak_rss_mib": float(res["peak_rss_mib"]),
                     "notes": str(res["notes"]),
                     **scores,
@@ -188,6 +190,7 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
                 "Leiden clusters": f"{g['leiden_n'].mean():.1f}",
                 "Leiden res.": f"{g['leiden_resolution'].median():.1f}",
                 "time (s)": _mean_sd(g["time_s"]),
+                "CPU time (s)": _mean_sd(g["cpu_s"]) if g["cpu_s"].notna().all() else "n/a",
                 "peak RSS (MiB)": f"{g['peak_rss_mib'].max():.0f}",
             }
         )
@@ -226,10 +229,16 @@ def _write_report(table, name, args, out_dir: Path, n_cells: int, mdata, skipped
             table.loc[table.method == "scmsi", "time_s"].mean()
             / table.loc[table.method == "totalvi", "time_s"].mean()
         )
-        lines += ["", f"scMSI / totalVI training time: {ratio:.2f}"]
+        lines += ["", f"scMSI / totalVI training time: {ratio:.2f} (wall-clock)"]
+        cpu = table.groupby("method")["cpu_s"].mean()
+        if np.isfinite(cpu[["scmsi", "totalvi"]]).all():
+            lines[-1] += f", {cpu['scmsi'] / cpu['totalvi']:.2f} (CPU time)"
     lines += ["", "Method settings (from each run):", ""]
     for method, g in table.groupby("method", sort=False):
         lines.append(f"- **{method}**: {g['notes'].iloc[0]}")
+    notes = NOTES / f"{name}.md"
+    if notes.exists():  # hand-written reading of the figures, kept across re-runs
+        lines += ["", notes.read_text().strip()]
     lines += [
         "",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs; python "
