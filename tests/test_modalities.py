@@ -148,3 +148,30 @@ def test_poisson_accessibility_needs_integer_counts():
     scmsi.SCMSI.setup_mudata(m, modalities={"rna": "counts", "atac": "accessibility"})
     with pytest.raises(ValueError, match="Poisson accessibility.*non-integer"):
         scmsi.SCMSI(m, n_anchors=20, accessibility_likelihood="poisson")
+
+
+def test_modality_weights_favour_the_modality_that_explains_all():
+    from scmsi._model import fuse_coefficients, modality_weights
+
+    rng = np.random.default_rng(0)
+    n = 50
+    err = rng.uniform(0.9, 1.1, (n, 2, 2))
+    err[:, 1, 0] *= 5  # modality 1's neighbours rebuild modality 0 badly
+    w = modality_weights(err)
+    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-6)
+    assert (w[:, 0] > w[:, 1]).all()
+    c = [rng.random((n, 7)), rng.random((n, 7))]
+    np.testing.assert_allclose(fuse_coefficients(c, w).sum(1), 1.0, rtol=1e-5)
+
+
+def test_adaptive_fusion_on_a_trained_model(trained):
+    model, md = trained
+    w = model.get_modality_weights()
+    assert list(w.columns) == ["rna", "prot"] and w.shape == (md.n_obs, 2)
+    np.testing.assert_allclose(w.to_numpy().sum(1), 1.0, rtol=1e-5)
+    fused = model.get_coefficients(fusion="adaptive")
+    np.testing.assert_allclose(fused.sum(1), 1.0, rtol=1e-4)
+    # Eval-mode outputs do not depend on a random draw.
+    np.testing.assert_array_equal(fused, model.get_coefficients(fusion="adaptive"))
+    with pytest.raises(ValueError, match="fusion"):
+        model.get_coefficients(fusion="max")

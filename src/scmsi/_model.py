@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -477,12 +478,14 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         return_all: bool = False,
+        fusion: Literal["mean", "adaptive"] = "mean",
     ) -> np.ndarray | dict[str, np.ndarray]:
         """Self-expressive coefficients of cells over the anchors, shape ``(N, A)``.
 
-        The fused affinity is the mean over modalities of each modality's coefficients
-        normalised to sum to one per cell, so every modality's "who are my neighbours" counts
-        equally whatever the scale of its coefficients.
+        The fused affinity is a weighted mean over modalities of each modality's coefficients
+        normalised to sum to one per cell, so no modality counts more for the scale of its
+        coefficients. ``fusion="mean"`` weighs modalities equally; ``"adaptive"`` uses the
+        per-cell weights of :meth:`get_modality_weights`.
 
         Parameters
         ----------
@@ -496,18 +499,52 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
             Minibatch size.
         return_all
             Return ``{"fused": ..., name: C^m, ...}``.
+        fusion
+            ``"mean"`` or ``"adaptive"`` (see above).
         """
         if modality is not None:
             self._check_modality_name(modality)
-        parts = {m: [] for m in self.modality_names}
+        if fusion not in ("mean", "adaptive"):
+            raise ValueError(f"fusion must be 'mean' or 'adaptive', got {fusion!r}.")
+        names = self.modality_names
+        parts = {m: [] for m in names}
+        errors = []
         for inf, _ in self._outputs(adata, indices, batch_size):
             for m in parts:
                 parts[m].append(inf["coef"][m].cpu().numpy())
+            if fusion == "adaptive":
+                errors.append(_cross_rebuild_errors(inf, names))
         coefs = {m: np.concatenate(v) for m, v in parts.items()}
         if modality is not None and not return_all:
             return coefs[modality]
-        fused = fuse_coefficients(list(coefs.values()))
+        weights = modality_weights(np.concatenate(errors)) if fusion == "adaptive" else None
+        fused = fuse_coefficients([coefs[m] for m in names], weights)
         return {"fused": fused, **coefs} if return_all else fused
+
+    def get_modality_weights(
+        self,
+        adata: MuData | AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> pd.DataFrame:
+        """Per-cell modality weights of the adaptive fusion, cells x modalities (rows sum to 1).
+
+        Like WNN's weights, but read from the coefficients: modality m's coefficients of cell
+        n (normalised to sum to 1) rebuild the cell's latent in *every* modality m' from the
+        anchors' latents, ``z^m'_n ~ c^m_n Z^m'_anchor``. The squared errors, each divided by
+        the median error of modality m' rebuilt by its own coefficients, are averaged over m'
+        into a score ``s_nm``; the weights are ``softmax_m(-s_nm)``. A modality whose
+        neighbours explain the cell in all modalities gets more weight; one whose neighbours
+        mix cell types (noisy or uninformative data) gets less. Cost O(N * A * n_latent * M^2).
+        """
+        names = self.modality_names
+        errors = [
+            _cross_rebuild_errors(inf, names)
+            for inf, _ in self._outputs(adata, indices, batch_size)
+        ]
+        adata_v = self._validate_anndata(adata)
+        cells = adata_v.obs_names if indices is None else adata_v.obs_names[np.asarray(indices)]
+        return pd.DataFrame(modality_weights(np.concatenate(errors)), index=cells, columns=names)
 
     def get_normalized_expression(
         self,
@@ -615,12 +652,40 @@ class _DecodeRebuiltAfter(Callback):
         pl_module.module.decode_rebuilt.fill_(True)
 
 
-def fuse_coefficients(coefs: list[np.ndarray]) -> np.ndarray:
-    """Mean of row-normalised coefficient matrices, shape ``(N, A)``; rows sum to 1."""
+def fuse_coefficients(coefs: list[np.ndarray], weights: np.ndarray | None = None) -> np.ndarray:
+    """Weighted mean of row-normalised coefficient matrices, shape ``(N, A)``; rows sum to 1.
+
+    ``weights``: ``(N, M)`` per-cell modality weights summing to 1 per row; None = equal.
+    """
     fused = np.zeros_like(coefs[0], dtype=np.float32)
-    for c in coefs:
-        fused += c / np.maximum(c.sum(1, keepdims=True), 1e-12)
-    return fused / len(coefs)
+    for m, c in enumerate(coefs):
+        w = 1.0 / len(coefs) if weights is None else weights[:, m : m + 1]
+        fused += w * c / np.maximum(c.sum(1, keepdims=True), 1e-12)
+    return fused
+
+
+def _cross_rebuild_errors(inf: dict, names: list[str]) -> np.ndarray:
+    """``err[n, m, m'] = ||z^m'_n - c~^m_n Z^m'_anchor||^2`` for one minibatch, ``(B, M, M)``."""
+    out = []
+    for m in names:
+        c = inf["coef"][m]
+        c = c / c.sum(-1, keepdim=True).clamp(min=1e-12)
+        row = [(inf["z"][t] - c @ inf["z_anchor"][t]).pow(2).sum(-1) for t in names]
+        out.append(torch.stack(row, -1))
+    return torch.stack(out, 1).cpu().numpy()
+
+
+def modality_weights(errors: np.ndarray) -> np.ndarray:
+    """Per-cell modality weights ``(N, M)`` from cross-rebuild errors ``(N, M, M)``.
+
+    Each target modality's errors are scaled by the median error of its own rebuild, so
+    modalities with large or small latent spreads are comparable; ``softmax(-mean score)``.
+    """
+    own = np.median(np.einsum("nmm->nm", errors), axis=0)  # (M,)
+    score = (errors / np.maximum(own, 1e-12)[None, None, :]).mean(-1)  # (N, M)
+    score = score - score.min(1, keepdims=True)
+    w = np.exp(-score)
+    return (w / w.sum(1, keepdims=True)).astype(np.float32)
 
 
 def _dense(x) -> np.ndarray:

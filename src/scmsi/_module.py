@@ -191,7 +191,9 @@ class SCMSIModule(BaseModuleClass):
             qz_m, qz_v, z = enc(head.encoder_input(xs[name]), batch_index)
             if use_mean:
                 z = qz_m
-            za, _, _ = enc(getattr(self, f"anchor_in_{name}"), self.anchor_batch)
+            za_mean, _, za = enc(getattr(self, f"anchor_in_{name}"), self.anchor_batch)
+            if use_mean:  # outputs must not depend on a draw of the anchors' latents
+                za = za_mean
             coef = self.senets[name](z, za, mask)
             out["qz"][name] = Normal(qz_m, qz_v.sqrt())
             out["z"][name], out["z_anchor"][name] = z, za

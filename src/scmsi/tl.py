@@ -49,6 +49,7 @@ def embed_and_cluster(
     n_clusters: int | None = None,
     cluster_method: Literal["kmeans", "spectral"] = "kmeans",
     umap: bool = True,
+    fusion: Literal["mean", "adaptive"] = "mean",
     seed: int = 0,
 ) -> None:
     """Fused affinity -> embedding -> k-NN graph -> Leiden (and k-means/spectral) -> UMAP.
@@ -72,10 +73,13 @@ def embed_and_cluster(
         ``"kmeans"`` on the embedding (n_init=10) or ``"spectral"`` on the k-NN graph.
     umap
         Compute a UMAP of the graph into ``obsm["X_umap"]``.
+    fusion
+        How modalities' coefficients are fused (:meth:`scmsi.SCMSI.get_coefficients`);
+        ``"adaptive"`` also writes the per-cell weights to ``obsm["scmsi_modality_weights"]``.
     seed
         Random seed of PCA, Leiden, k-means and UMAP.
     """
-    coefs = model.get_coefficients(data, return_all=True)
+    coefs = model.get_coefficients(data, return_all=True, fusion=fusion)
     latents = model.get_latent_representation(data)
     emb = coefficient_embedding(coefs["fused"], n_comps or model.module.n_latent, seed)
 
@@ -95,6 +99,8 @@ def embed_and_cluster(
 
     data.obsm["X_scmsi"] = emb
     data.obsm[f"{KEY}_coef"] = coefs["fused"]
+    if fusion == "adaptive":
+        data.obsm[f"{KEY}_modality_weights"] = model.get_modality_weights(data).to_numpy()
     for m, z in latents.items():
         data.obsm[f"X_scmsi_{m}"] = z
     data.obsp[f"{KEY}_connectivities"] = tmp.obsp[f"{KEY}_connectivities"]
