@@ -61,7 +61,7 @@ def test_trimodal_synthetic_iid():
     model = scmsi.SCMSI(m, n_anchors=40, seed=0)
     model.train(**FAST)
     coefs = model.get_coefficients(return_all=True)
-    assert set(coefs) == {"fused", *types}
+    assert set(coefs) == {"fused", "observed", *types}
     np.testing.assert_allclose(coefs["fused"].sum(1), 1.0, rtol=1e-4)
     assert set(model.get_latent_representation()) == set(types)
     assert np.isfinite(model.history["elbo_train"].to_numpy(dtype=float)).all()
@@ -161,7 +161,7 @@ def test_modality_weights_favour_the_modality_that_explains_all():
     np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-6)
     assert (w[:, 0] > w[:, 1]).all()
     c = [rng.random((n, 7)), rng.random((n, 7))]
-    np.testing.assert_allclose(fuse_coefficients(c, w).sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(fuse_coefficients(c, weights=w).sum(1), 1.0, rtol=1e-5)
 
 
 def test_adaptive_fusion_on_a_trained_model(trained):

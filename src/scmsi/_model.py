@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import re
 from collections.abc import Sequence
@@ -16,14 +18,22 @@ from lightning.pytorch.callbacks import Callback
 from mudata import MuData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager, fields
+from scvi.data import AnnDataManager, AnnDataManagerValidationCheck, fields
 from scvi.model._utils import get_max_epochs_heuristic
-from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin
 
 from . import _validation as val
 from ._anchors import default_n_anchors, select_anchors
 from ._likelihoods import HEADS, protein_background_prior
-from ._module import ModalitySpec, SCMSIModule
+from ._module import ModalitySpec, SCMSIModule, expression
+from ._mosaic import (
+    MuDataObservedField,
+    _ObservedField,
+    has_key,
+    mask_registry_key,
+    observed_mask,
+    prepare_query,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +51,18 @@ _KIND_BY_NAME = {
     "accessibility": "accessibility",
 }
 _ANNDATA_RNA, _ANNDATA_PROT = "rna", "prot"
+# True while `load`/`load_query_data` build a model whose anchors come from a saved state.
+_FROM_STATE = contextvars.ContextVar("scmsi_from_state", default=False)
 
 
 def _registry_key(name: str) -> str:
     return f"scmsi_{name}"
 
 
-class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
+_VALIDATION = AnnDataManagerValidationCheck(check_fully_paired_mudata=False)
+
+
+class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """scMSI: one cell-cell affinity that every modality agrees on.
 
     Each modality has its own encoder, latent space and decoder; each cell's latent is rebuilt
@@ -81,6 +96,15 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         (integer fragment counts) for ``accessibility`` modalities.
     lambda_se, lambda_contrast
         Weights of the self-expressive and contrastive losses.
+    lambda_cross
+        Weight of the cross-modal reconstruction: on the cells that have modalities m and m',
+        m is also decoded from its latent rebuilt with the coefficients of m'
+        (``C^m' z^m_anchor``) and scored by its likelihood. This trains each modality's
+        coefficients to rebuild the others, which imputing a missing modality relies on
+        (:meth:`impute`); without it the coefficients of a modality need not be local enough to
+        impute another. Default: 1 when some cells lack a modality, else 0 (the paper's
+        objective); set it to 1 to train a complete reference that will impute queries
+        lacking a modality.
     gamma, lam
         Elastic-net weight and L1 share of the coefficient regulariser.
     seed
@@ -113,6 +137,7 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         accessibility_likelihood: str = "bernoulli",
         lambda_se: float = 1.0,
         lambda_contrast: float = 0.1,
+        lambda_cross: float | None = None,
         gamma: float = 1.0,
         lam: float = 0.9,
         seed: int = 0,
@@ -129,24 +154,50 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
             .astype(int)
         )
         n_batch = self.summary_stats.n_batch
-        n_cells = self.adata.n_obs
+        observed = self._observed()
+        complete = np.logical_and.reduce(list(observed.values()))
 
         if anchors is None:
-            n_anchors = default_n_anchors(n_cells) if n_anchors is None else int(n_anchors)
-            val.check_n_anchors(n_anchors, n_cells)
+            # Anchors are drawn from the cells that have every modality.
+            candidates = np.flatnonzero(complete)
+            n_anchors = default_n_anchors(len(candidates)) if n_anchors is None else int(n_anchors)
+            val.check_n_anchors(
+                n_anchors,
+                len(candidates),
+                "cells" if complete.all() else "cells with every modality",
+            )
             kinds = {s.name: s.kind for s in specs}
             preference = ("counts", "continuous", "accessibility", "protein")
             anchor_mod = anchor_modality or min(kinds, key=lambda m: preference.index(kinds[m]))
             if anchor_mod not in data:
                 raise ValueError(f"anchor_modality {anchor_mod!r} is not one of {list(data)}.")
-            anchor_idx = select_anchors(
-                data[anchor_mod], n_anchors, kind=kinds[anchor_mod], seed=seed
-            )
+            x_anchor = data[anchor_mod] if complete.all() else data[anchor_mod][candidates]
+            anchor_idx = candidates[
+                select_anchors(x_anchor, n_anchors, kind=kinds[anchor_mod], seed=seed)
+            ]
+        elif _FROM_STATE.get() and not self._has_cells(anchors):
+            # `load`/`load_query_data` on other cells: the anchors' data come from the state.
+            anchor_idx = None
         else:
             anchor_idx = self._anchor_positions(anchors)
-            val.check_n_anchors(len(anchor_idx), n_cells)
+            val.check_n_anchors(len(anchor_idx), self.adata.n_obs)
+            if not complete[anchor_idx].all():
+                bad = self.adata.obs_names[anchor_idx[~complete[anchor_idx]]][:5].tolist()
+                raise ValueError(
+                    f"Anchors must have every modality; these lack one: {bad}. Choose anchors "
+                    "among the cells that have every modality."
+                )
+        if anchor_idx is None:
+            n_a = len(anchors)
+            anchor_names = np.asarray(anchors, dtype=str)
+            anchor_data = {s.name: np.zeros((n_a, s.n_features), np.float32) for s in specs}
+            anchor_batch = np.zeros(n_a, dtype=int)
+        else:
+            anchor_names = np.asarray(self.adata.obs_names[anchor_idx])
+            anchor_data = {s.name: _dense(data[s.name][anchor_idx]) for s in specs}
+            anchor_batch = batch[anchor_idx]
         self.anchor_indices_ = anchor_idx
-        self.anchor_names_ = np.asarray(self.adata.obs_names[anchor_idx])
+        self.anchor_names_ = anchor_names
         # `load` re-runs __init__: store the chosen anchors so it needs no second K-means.
         self.init_params_["non_kwargs"]["anchors"] = self.anchor_names_.tolist()
 
@@ -154,15 +205,21 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
             for s in specs:
                 if s.kind == "accessibility":
                     val.check_counts(data[s.name], f"modality '{s.name}' (Poisson accessibility)")
-        priors = {
-            s.name: protein_background_prior(_dense(data[s.name]), batch, n_batch, seed=seed)
-            for s in specs
-            if s.kind == "protein"
-        }
+        if lambda_cross is None:  # imputation is a training goal when some cells lack a modality
+            lambda_cross = 0.0 if complete.all() else 1.0
+        self.init_params_["non_kwargs"]["lambda_cross"] = lambda_cross
+
+        priors = {}
+        for s in specs:
+            if s.kind != "protein":
+                continue
+            rows = observed[s.name]
+            x = data[s.name] if rows.all() else data[s.name][rows]
+            priors[s.name] = protein_background_prior(_dense(x), batch[rows], n_batch, seed=seed)
         self.module = self._module_cls(
             modalities=specs,
-            anchor_data={s.name: _dense(data[s.name][anchor_idx]) for s in specs},
-            anchor_batch=batch[anchor_idx],
+            anchor_data=anchor_data,
+            anchor_batch=anchor_batch,
             n_batch=n_batch,
             n_latent=n_latent,
             n_hidden=n_hidden,
@@ -173,6 +230,7 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
             accessibility_likelihood=accessibility_likelihood,
             lambda_se=lambda_se,
             lambda_contrast=lambda_contrast,
+            lambda_cross=lambda_cross,
             gamma=gamma,
             lam=lam,
             protein_priors=priors,
@@ -180,8 +238,13 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         mods = ", ".join(f"{s.name} ({s.kind}, {s.n_features})" for s in specs)
         self._model_summary_string = (
             f"SCMSI: modalities {mods}; "
-            f"{len(anchor_idx)} anchors, n_latent={n_latent}, n_batch={n_batch}"
+            f"{len(anchor_names)} anchors, n_latent={n_latent}, n_batch={n_batch}"
         )
+        n_missing = {m: int((~v).sum()) for m, v in observed.items() if not v.all()}
+        if n_missing:
+            self._model_summary_string += "; cells lacking a modality: " + ", ".join(
+                f"{m} {k}" for m, k in n_missing.items()
+            )
 
     # ------------------------------------------------------------------ registration
     @classmethod
@@ -192,6 +255,7 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         layers: dict[str, str | None] | None = None,
         batch_key: str | None = None,
         batch_mod: str | None = None,
+        observed_keys: dict[str, str] | None = None,
         **kwargs,
     ):
         """Register a MuData for scMSI.
@@ -199,7 +263,8 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         Parameters
         ----------
         mdata
-            MuData whose modalities hold the same cells in the same order.
+            MuData whose modalities hold the same cells in the same order. For mosaic data
+            (some cells lack a modality) pass the output of :func:`scmsi.pp.pad_modalities`.
         modalities
             ``{modality name: type}`` with type one of ``"counts"`` (NB/ZINB), ``"protein"``
             (NB mixture with background), ``"accessibility"`` (peaks: Bernoulli on binarised
@@ -213,6 +278,11 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
             Categorical batch column, in ``mdata.obs`` or in ``mdata[batch_mod].obs``.
         batch_mod
             Modality whose ``.obs`` holds ``batch_key``; None reads ``mdata.obs``.
+        observed_keys
+            ``{modality: boolean column of mdata.obs}``, True where the cell has that modality
+            (its row in the modality is ignored otherwise). Default: the columns
+            ``scmsi_has_<modality>`` written by :func:`scmsi.pp.pad_modalities` where present;
+            a modality without a column is taken as measured in every cell.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         if modalities is None:
@@ -235,7 +305,15 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
                 )
             if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
                 raise ValueError(f"Modality name {name!r}: use letters, digits, '_' or '-'.")
+        observed_keys = dict(observed_keys or {})
+        unknown = set(observed_keys) - set(modalities)
+        if unknown:
+            raise KeyError(f"observed_keys names unknown modalities {sorted(unknown)}.")
         val.check_cell_names(mdata, list(modalities))
+        masks = {m: observed_mask(mdata.obs, m, observed_keys.get(m), "mdata") for m in modalities}
+        val.check_some_modality(
+            masks, mdata.obs_names, [observed_keys.get(m, has_key(m)) for m in modalities]
+        )
         if batch_mod is not None and batch_mod not in mdata.mod:
             raise KeyError(f"batch_mod {batch_mod!r} is not in the MuData (has {list(mdata.mod)}).")
         val.check_obs_key(
@@ -250,7 +328,13 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
                 raise KeyError(
                     f"Layer {layer!r} not in mdata['{name}'].layers (has {list(ad.layers)})."
                 )
-            _check_modality(ad.X if layer is None else ad.layers[layer], name, kind, ad.obs_names)
+            x = ad.X if layer is None else ad.layers[layer]
+            rows = masks[name]
+            if not rows.all():  # only the cells that have the modality are checked
+                x, names = x[rows], ad.obs_names[rows]
+            else:
+                names = ad.obs_names
+            _check_modality(x, name, kind, names)
 
         mudata_fields = [
             fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=batch_mod)
@@ -265,7 +349,15 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
                     mod_required=True,
                 )
             )
-        adata_manager = AnnDataManager(fields=mudata_fields, setup_method_args=setup_method_args)
+            mudata_fields.append(
+                MuDataObservedField(mask_registry_key(name), name, observed_keys.get(name))
+            )
+        adata_manager = AnnDataManager(
+            fields=mudata_fields,
+            setup_method_args=setup_method_args,
+            # unpaired cells are padded (`pad_modalities`) and masked; checked above
+            validation_checks=_VALIDATION,
+        )
         adata_manager.register_fields(mdata, **kwargs)
         cls.register_manager(adata_manager)
 
@@ -317,6 +409,9 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
                     _registry_key(_ANNDATA_PROT), protein_expression_obsm_key, is_count_data=True
                 )
             )
+        for name in (_ANNDATA_RNA, _ANNDATA_PROT)[: 1 + (protein_expression_obsm_key is not None)]:
+            # optional obs["scmsi_has_rna"/"scmsi_has_prot"] flags cells lacking a modality
+            anndata_fields.append(_ObservedField(mask_registry_key(name), name))
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
@@ -324,13 +419,7 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
     # ------------------------------------------------------------------ helpers
     def _modality_specs(self, adata_manager: AnnDataManager | None = None) -> list[ModalitySpec]:
         manager = adata_manager or self.adata_manager
-        args = manager.registry["setup_args"]
-        if "modalities" in args:
-            kinds = dict(args["modalities"])
-        else:
-            kinds = {_ANNDATA_RNA: "counts"}
-            if args.get("protein_expression_obsm_key") is not None:
-                kinds[_ANNDATA_PROT] = "protein"
+        kinds = _modality_kinds(manager.registry["setup_args"])
         specs = []
         for name, kind in kinds.items():
             key = _registry_key(name)
@@ -363,12 +452,100 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError("Anchors contain duplicates.")
         return np.sort(idx)
 
-    def _outputs(self, adata, indices, batch_size, transform_batch=None):
-        """Yield (inference outputs, generative outputs) per minibatch, eval mode, means.
+    def _observed(self, adata_manager: AnnDataManager | None = None) -> dict[str, np.ndarray]:
+        """``{modality: bool (N,)}``: which registered cells have each modality."""
+        manager = adata_manager or self.adata_manager
+        out = {}
+        for s in self._modality_specs(manager):
+            key = mask_registry_key(s.name)
+            if key in manager.data_registry:
+                out[s.name] = np.asarray(self._registered(key, manager)).ravel() > 0.5
+            else:  # registered before masks existed
+                out[s.name] = np.ones(manager.adata.n_obs, dtype=bool)
+        return out
 
-        ``adata`` may be unvalidated (None = training data); validation is idempotent.
+    def _has_cells(self, names) -> bool:
+        names = np.asarray(names)
+        if names.dtype.kind in "iu":
+            return True
+        return bool(pd.Index(self.adata.obs_names).get_indexer(names.astype(str)).min() >= 0)
+
+    def _refresh_anchor_indices(self) -> None:
+        """Anchor positions in ``self.adata``, or None when the anchors are other cells."""
+        names = np.asarray(self.anchor_names_, dtype=str)
+        pos = pd.Index(self.adata.obs_names).get_indexer(names) if self.adata is not None else [-1]
+        self.anchor_indices_ = np.asarray(pos) if np.min(pos) >= 0 else None
+
+    def _registry_dict(self) -> dict:
+        return self.adata_manager.registry if self.adata_manager is not None else self.registry_
+
+    def _reference_features(self) -> dict[str, np.ndarray]:
+        return _features_from_registry(self._registry_dict())
+
+    def _validate_anndata(self, adata=None, copy_if_view: bool = True):
+        """As scvi-tools, after laying new cells out as the reference (see ``prepare_query``).
+
+        New cells whose features are in another order, with extra features, or lacking a
+        modality (or some cells of one) are copied into the reference layout first; the copy
+        is what gets registered, the user's object is not modified.
         """
-        adata = self._validate_anndata(adata)
+        if self._is_new(adata):
+            registry = self._registry_dict()
+            adata = prepare_query(adata, registry["setup_args"], self._reference_features())
+            if self.get_anndata_manager(adata) is None:
+                self._check_query_batches(adata, registry)
+        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+    def _is_new(self, adata) -> bool:
+        """Data that are neither the training data nor registered with this model yet."""
+        if adata is None or adata is self.adata:
+            return False
+        return self.get_anndata_manager(adata) is None
+
+    def _check_query_batches(self, adata, registry: dict) -> None:
+        state = registry["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"]
+        key = state.get("original_key")
+        args = registry["setup_args"]
+        if key is None or args.get("batch_key") is None:
+            return
+        batch_mod = args.get("batch_mod")
+        obs = adata.obs if batch_mod is None else adata.mod[batch_mod].obs
+        where = "query" if batch_mod is None else f"query['{batch_mod}']"
+        if key not in obs.columns:
+            raise KeyError(
+                f"The model was trained with batch_key '{key}' but {where}.obs has no such "
+                f"column. Add it: a reference batch ({list(state['categorical_mapping'])[:5]}) "
+                "to map the cells as that batch, or new batch names together with "
+                "`SCMSI.load_query_data(query, model)` to learn them."
+            )
+        new = pd.Index(pd.unique(obs[key].astype(str))).difference(
+            pd.Index(state["categorical_mapping"]).astype(str)
+        )
+        if len(new):
+            raise ValueError(
+                f"The query has batches the model was not trained on: {new[:5].tolist()}. "
+                "Learn them with `query_model = scmsi.SCMSI.load_query_data(query, model); "
+                "query_model.train()` (scArches: only the batch-specific weights are trained), "
+                "or relabel the cells with a reference batch."
+            )
+
+    @contextlib.contextmanager
+    def _registered_data(self, adata):
+        """Validate ``adata`` (None = training data); forget a temporary query copy afterwards."""
+        fresh = self._is_new(adata)
+        adata_v = self._validate_anndata(adata)
+        try:
+            yield adata_v
+        finally:
+            if fresh and adata_v is not adata:
+                uuid = self.get_anndata_manager(adata_v).adata_uuid
+                self._per_instance_manager_store.get(self.id, {}).pop(uuid, None)
+
+    def _outputs(self, adata, indices, batch_size, transform_batch=None):
+        """Yield (tensors, inference outputs, generative outputs) per minibatch, eval mode, means.
+
+        ``adata`` must be registered (see :meth:`_registered_data`).
+        """
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         self.module.eval()
         with torch.inference_mode():
@@ -380,7 +557,7 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
                 inf_in = self.module._get_inference_input(tensors)
                 inf = self.module.inference(**inf_in, use_mean=True)
                 gen = self.module.generative(**self.module._get_generative_input(tensors, inf))
-                yield inf, gen
+                yield tensors, inf, gen
 
     # ------------------------------------------------------------------ training
     def train(
@@ -388,7 +565,7 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         max_epochs: int | None = None,
         batch_size: int = 256,
         early_stopping: bool = True,
-        pretrain_fraction: float = 0.25,
+        pretrain_fraction: float | None = None,
         plan_kwargs: dict | None = None,
         **kwargs,
     ):
@@ -406,16 +583,24 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         pretrain_fraction
             Share of ``max_epochs`` during which decoders read ``z`` while the self-expressive
             networks learn to rebuild it (as deep subspace clustering pre-trains its
-            autoencoder); afterwards decoders read ``z_hat = C z_anchor``.
+            autoencoder); afterwards decoders read ``z_hat = C z_anchor``. Default 0.25, and 0
+            for a query model from :meth:`load_query_data` (already trained on ``z_hat``).
         plan_kwargs
             Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``...).
+            Query models default to ``weight_decay=0``, so frozen weights stay put.
         **kwargs
             Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`.
         """
         scvi.settings.seed = self.seed
+        self.module.train()  # `load`/`load_query_data` leave it in eval mode (no dropout)
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
+        if pretrain_fraction is None:
+            pretrain_fraction = 0.0 if getattr(self, "is_query_model_", False) else 0.25
         n_pre = int(round(pretrain_fraction * max_epochs))
+        if getattr(self, "is_query_model_", False):
+            # Adam's weight decay would move the frozen weights (scvi-tools' scArches advice).
+            plan_kwargs = {"weight_decay": 0.0, **(plan_kwargs or {})}
         callbacks = list(kwargs.pop("callbacks", None) or []) + [_DecodeRebuiltAfter(n_pre)]
         if early_stopping:
             kwargs.setdefault("early_stopping_warmup_epochs", n_pre)
@@ -447,11 +632,14 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
     ) -> np.ndarray | dict[str, np.ndarray]:
         """Posterior mean latent ``z^m`` of each cell, shape ``(N, n_latent)``.
 
+        A cell that lacks modality ``m`` gets its rebuilt latent instead: the anchors' latents
+        in ``m`` weighted by the coefficients of the modalities it has.
+
         Parameters
         ----------
         adata
             Data to encode (default: the training data). New cells are encoded with no
-            retraining.
+            retraining; their features are matched to the reference by name.
         modality
             One modality's latent; None returns ``{name: array}`` for all.
         indices
@@ -465,9 +653,10 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
             self._check_modality_name(modality)
         key = "z_hat" if rebuilt else "z"
         parts = {m: [] for m in self.modality_names}
-        for inf, _ in self._outputs(adata, indices, batch_size):
-            for m in parts:
-                parts[m].append(inf[key][m].cpu().numpy())
+        with self._registered_data(adata) as adata_v:
+            for _, inf, _ in self._outputs(adata_v, indices, batch_size):
+                for m in parts:
+                    parts[m].append(inf[key][m].cpu().numpy())
         out = {m: np.concatenate(v) for m, v in parts.items()}
         return out[modality] if modality is not None else out
 
@@ -485,12 +674,16 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         The fused affinity is a weighted mean over modalities of each modality's coefficients
         normalised to sum to one per cell, so no modality counts more for the scale of its
         coefficients. ``fusion="mean"`` weighs modalities equally; ``"adaptive"`` uses the
-        per-cell weights of :meth:`get_modality_weights`.
+        per-cell weights of :meth:`get_modality_weights`. A cell that lacks a modality is fused
+        over the modalities it has, and its coefficients in the missing modality are the mean
+        of those (what rebuilds its latent there).
 
         Parameters
         ----------
         adata
-            Data (default: the training data); new cells are expressed over the trained anchors.
+            Data (default: the training data); new cells are expressed over the trained
+            anchors, with no retraining. Features are matched to the reference by name (any
+            order); a modality may be absent for some or all query cells.
         modality
             A modality's raw coefficients ``C^m``; None returns the fused affinity.
         indices
@@ -498,7 +691,7 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         batch_size
             Minibatch size.
         return_all
-            Return ``{"fused": ..., name: C^m, ...}``.
+            Return ``{"fused": ..., name: C^m, ..., "observed": {name: bool (N,)}}``.
         fusion
             ``"mean"`` or ``"adaptive"`` (see above).
         """
@@ -508,18 +701,22 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError(f"fusion must be 'mean' or 'adaptive', got {fusion!r}.")
         names = self.modality_names
         parts = {m: [] for m in names}
+        masks = {m: [] for m in names}
         errors = []
-        for inf, _ in self._outputs(adata, indices, batch_size):
-            for m in parts:
-                parts[m].append(inf["coef"][m].cpu().numpy())
-            if fusion == "adaptive":
-                errors.append(_cross_rebuild_errors(inf, names))
+        with self._registered_data(adata) as adata_v:
+            for _, inf, _ in self._outputs(adata_v, indices, batch_size):
+                for m in parts:
+                    parts[m].append(inf["coef"][m].cpu().numpy())
+                    masks[m].append(inf["observed"][m].cpu().numpy())
+                if fusion == "adaptive":
+                    errors.append(_cross_rebuild_errors(inf, names))
         coefs = {m: np.concatenate(v) for m, v in parts.items()}
+        observed = {m: np.concatenate(v) for m, v in masks.items()}
         if modality is not None and not return_all:
             return coefs[modality]
         weights = modality_weights(np.concatenate(errors)) if fusion == "adaptive" else None
-        fused = fuse_coefficients([coefs[m] for m in names], weights)
-        return {"fused": fused, **coefs} if return_all else fused
+        fused = fuse_coefficients([coefs[m] for m in names], [observed[m] for m in names], weights)
+        return {"fused": fused, **coefs, "observed": observed} if return_all else fused
 
     def get_modality_weights(
         self,
@@ -538,12 +735,13 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         mix cell types (noisy or uninformative data) gets less. Cost O(N * A * n_latent * M^2).
         """
         names = self.modality_names
-        errors = [
-            _cross_rebuild_errors(inf, names)
-            for inf, _ in self._outputs(adata, indices, batch_size)
-        ]
-        adata_v = self._validate_anndata(adata)
-        cells = adata_v.obs_names if indices is None else adata_v.obs_names[np.asarray(indices)]
+        with self._registered_data(adata) as adata_v:
+            errors = [
+                _cross_rebuild_errors(inf, names)
+                for _, inf, _ in self._outputs(adata_v, indices, batch_size)
+            ]
+            obs = adata_v.obs_names
+        cells = obs if indices is None else obs[np.asarray(indices)]
         return pd.DataFrame(modality_weights(np.concatenate(errors)), index=cells, columns=names)
 
     def get_normalized_expression(
@@ -554,12 +752,14 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         transform_batch: str | int | None = None,
         library_size: float | None = None,
         batch_size: int | None = None,
+        include_protein_background: bool = False,
     ) -> pd.DataFrame | dict[str, pd.DataFrame]:
         """Denoised expression decoded from the rebuilt latents.
 
         ``counts`` modalities: expression frequencies (times ``library_size`` if given);
         ``protein``: foreground rate times foreground probability (background removed, as
-        totalVI); ``continuous``: the decoded mean.
+        totalVI); ``continuous``: the decoded mean. Where a cell lacks a modality the values
+        are imputed from the modalities it has (as :meth:`impute`, without the spread).
 
         Parameters
         ----------
@@ -571,16 +771,22 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
             Decode every cell as if it came from this batch (batch-corrected values).
         library_size
             Scale ``counts`` frequencies to this total per cell.
+        include_protein_background
+            Protein: the expected counts (background + foreground mixture mean) instead of the
+            denoised foreground.
         """
         if modality is not None:
             self._check_modality_name(modality)
-        adata_v = self._validate_anndata(adata)
-        b = self._batch_code(transform_batch, adata_v)
         parts = {m: [] for m in self.modality_names}
-        for _, gen in self._outputs(adata_v, indices, batch_size, transform_batch=b):
-            for m in parts:
-                parts[m].append(self.module.heads[m].normalized(gen["params"][m]).cpu().numpy())
-        return self._as_frames(parts, adata_v, indices, modality, library_size)
+        with self._registered_data(adata) as adata_v:
+            b = self._batch_code(transform_batch)
+            for _, _, gen in self._outputs(adata_v, indices, batch_size, transform_batch=b):
+                for m in parts:
+                    head, params = self.module.heads[m], gen["params"][m]
+                    parts[m].append(
+                        expression(head, params, include_protein_background).cpu().numpy()
+                    )
+            return self._as_frames(parts, adata_v, indices, modality, library_size)
 
     def get_protein_foreground_probability(
         self,
@@ -603,17 +809,129 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         modality = modality or prot[0]
         if modality not in prot:
             raise ValueError(f"{modality!r} is not a protein modality; choose from {prot}.")
-        adata_v = self._validate_anndata(adata)
-        b = self._batch_code(transform_batch, adata_v)
         parts = {modality: []}
         head = self.module.heads[modality]
-        for _, gen in self._outputs(adata_v, indices, batch_size, transform_batch=b):
-            parts[modality].append(
-                head.foreground_probability(gen["params"][modality]).cpu().numpy()
-            )
-        return self._as_frames(parts, adata_v, indices, modality, None)
+        with self._registered_data(adata) as adata_v:
+            b = self._batch_code(transform_batch)
+            for _, _, gen in self._outputs(adata_v, indices, batch_size, transform_batch=b):
+                parts[modality].append(
+                    head.foreground_probability(gen["params"][modality]).cpu().numpy()
+                )
+            return self._as_frames(parts, adata_v, indices, modality, None)
 
-    def _batch_code(self, transform_batch, adata) -> int | None:
+    def impute(
+        self,
+        adata: MuData | AnnData | None = None,
+        modality: str | None = None,
+        indices: Sequence[int] | None = None,
+        from_modalities: Sequence[str] | None = None,
+        n_samples: int = 25,
+        transform_batch: str | int | None = None,
+        library_size: float | None = None,
+        batch_size: int | None = None,
+        include_protein_background: bool = False,
+        return_sd: bool = True,
+        seed: int = 0,
+    ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
+        """Cross-modal imputation: ``modality`` predicted from each cell's other modalities.
+
+        For each cell, the coefficients of the modalities it has (among ``from_modalities``)
+        are averaged; its latent in ``modality`` is rebuilt as those coefficients times the
+        anchors' latents in ``modality`` and decoded (METHOD: "Missing modalities"). The
+        prediction never reads the cell's own ``modality`` data, so for cells that have it,
+        it can be compared with the measurement.
+
+        Uncertainty: the latents of the source modalities are drawn ``n_samples`` times from
+        their posteriors ``q(z | x)``, each draw giving coefficients and a decoded profile; the
+        standard deviation over draws is returned next to the prediction from the posterior
+        means.
+
+        Parameters
+        ----------
+        adata, indices, batch_size
+            As in :meth:`get_latent_representation` (new cells are fine).
+        modality
+            Modality to impute; default the only modality that some cells lack.
+        from_modalities
+            Modalities to impute from; default all others.
+        n_samples
+            Posterior draws for the standard deviation (0: no spread, sd is None).
+        transform_batch
+            Decode as if every cell came from this batch.
+        library_size
+            Scale ``counts`` frequencies to this total per cell.
+        include_protein_background
+            Protein: expected counts (background + foreground) instead of the denoised
+            foreground, as :meth:`get_normalized_expression`.
+        return_sd
+            Also return the standard deviation over draws.
+        seed
+            Seed of the posterior draws (the global torch RNG is left untouched).
+
+        Returns
+        -------
+        ``mean`` (cells x features DataFrame, same units as :meth:`get_normalized_expression`)
+        and, with ``return_sd``, ``sd`` of the same shape.
+        """
+        names = self.modality_names
+        with self._registered_data(adata) as adata_v:
+            manager = self.get_anndata_manager(adata_v, required=True)
+            if modality is None:
+                obs = self._observed(manager)
+                lacking = [m for m in names if not obs[m].all()]
+                if len(lacking) != 1:
+                    raise ValueError(
+                        f"Name the modality to impute, one of {names} (cells lack {lacking})."
+                    )
+                modality = lacking[0]
+            self._check_modality_name(modality)
+            sources = [m for m in (from_modalities or names) if m != modality]
+            for m in sources:
+                self._check_modality_name(m)
+            if not sources:
+                raise ValueError("Imputation needs at least one other modality to impute from.")
+            b = self._batch_code(transform_batch)
+            loader = self._make_data_loader(adata=adata_v, indices=indices, batch_size=batch_size)
+            self.module.eval()
+            means, sds = [], []
+            with torch.inference_mode(), torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                for tensors in loader:
+                    inf_in = self.module._get_inference_input(tensors)
+                    decode_batch = None if b is None else torch.full_like(inf_in["batch_index"], b)
+                    kw = {
+                        "target": modality,
+                        "sources": sources,
+                        "decode_batch": decode_batch,
+                        "include_protein_background": include_protein_background,
+                    }
+                    mean, has_source = self.module.cross_modal(**inf_in, **kw)
+                    if not bool(has_source.all()):
+                        cells = np.flatnonzero(~has_source.cpu().numpy())[:5]
+                        raise ValueError(
+                            f"Some cells have none of {sources} to impute '{modality}' from "
+                            f"(minibatch rows {cells.tolist()})."
+                        )
+                    means.append(mean.cpu().numpy())
+                    if n_samples > 0:
+                        draws = torch.stack(
+                            [
+                                self.module.cross_modal(**inf_in, **kw, sample=True)[0]
+                                for _ in range(n_samples)
+                            ]
+                        )
+                        sds.append(draws.std(0).cpu().numpy())
+            mean_df = self._as_frames({modality: means}, adata_v, indices, modality, library_size)
+            if not return_sd:
+                return mean_df
+            sd_df = (
+                self._as_frames({modality: sds}, adata_v, indices, modality, library_size)
+                if sds
+                else None
+            )
+            return mean_df, sd_df
+
+    def _batch_code(self, transform_batch) -> int | None:
         if transform_batch is None:
             return None
         mapping = list(
@@ -626,17 +944,119 @@ class SCMSI(UnsupervisedTrainingMixin, BaseModelClass):
         return mapping.index(transform_batch)
 
     def _as_frames(self, parts, adata, indices, modality, library_size):
-        manager = self.get_anndata_manager(adata, required=True)
         cells = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
         kinds = {s.name: s.kind for s in self.module.modalities}
+        features = self._reference_features()
         frames = {}
         for m, v in parts.items():
             arr = np.concatenate(v)
             if library_size is not None and kinds[m] == "counts":
                 arr = arr * library_size
-            cols = self._feature_names(_registry_key(m), manager)
-            frames[m] = pd.DataFrame(arr, index=cells, columns=cols)
+            frames[m] = pd.DataFrame(arr, index=cells, columns=features[m])
         return frames[modality] if modality is not None else frames
+
+    # ------------------------------------------------------------------ save / load, queries
+    @classmethod
+    def load(cls, dir_path: str, adata: MuData | AnnData | None = None, **kwargs):
+        """Load a saved model (see :meth:`scvi.model.base.BaseModelClass.load`).
+
+        ``adata`` may be the training data or other cells with the same features; the anchors'
+        data are part of the saved state either way.
+        """
+        token = _FROM_STATE.set(True)
+        try:
+            model = super().load(dir_path, adata=adata, **kwargs)
+        finally:
+            _FROM_STATE.reset(token)
+        model._refresh_anchor_indices()
+        return model
+
+    @classmethod
+    def load_query_data(
+        cls,
+        adata: MuData | AnnData,
+        reference_model,
+        freeze_batchnorm_decoder: bool = True,
+        **kwargs,
+    ):
+        """A copy of the reference model for query cells with new batches (scArches).
+
+        Only the weights of the new batches are trained afterwards (``query_model.train()``):
+        the batch columns of each first layer of the encoders and decoders (scvi-tools'
+        :class:`~scvi.model.base.ArchesMixin`), plus the protein background priors. Everything
+        else stays the reference's: the weights of the reference batches, the self-expressive
+        networks and the anchors (their data are stored in the model), so query cells are
+        expressed over the reference anchors and the reference cells' outputs are unchanged.
+
+        Parameters
+        ----------
+        adata
+            Query cells (MuData for a MuData model). Features are matched to the reference by
+            name, and modalities may be absent (see :meth:`get_coefficients`). Not modified:
+            when its layout differs from the reference a copy is registered (``model.adata``).
+        reference_model
+            A trained :class:`SCMSI` or the folder it was saved to.
+        freeze_batchnorm_decoder
+            Keep the decoders' normalisation layers fixed (scvi-tools' default trains them).
+        **kwargs
+            Passed to :meth:`scvi.model.base.ArchesMixin.load_query_data`.
+        """
+        from scvi.model.base._archesmixin import _get_loaded_data
+
+        attr_dict, _, _, _ = _get_loaded_data(reference_model, device="cpu")
+        registry = attr_dict["registry_"]
+        prepared = prepare_query(adata, registry["setup_args"], _features_from_registry(registry))
+        n_ref_batch = len(
+            registry["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"][
+                "categorical_mapping"
+            ]
+        )
+        token = _FROM_STATE.set(True)
+        try:
+            model = super().load_query_data(
+                prepared,
+                reference_model,
+                freeze_batchnorm_decoder=freeze_batchnorm_decoder,
+                **kwargs,
+            )
+        finally:
+            _FROM_STATE.reset(token)
+        model.is_query_model_ = True
+        model.n_reference_batches_ = n_ref_batch
+        model._freeze_reference_batches(n_ref_batch)
+        model._refresh_anchor_indices()
+        return model
+
+    def _freeze_reference_batches(self, n_ref: int) -> None:
+        """Zero the gradients of the reference batches' one-hot columns in every FCLayers.
+
+        scvi-tools' hooks keep every batch column trainable; the anchors are encoded with the
+        reference batches at every step, so training those columns would move the anchors.
+        """
+        from scvi.nn import FCLayers
+
+        def hook(grad, n_batch):
+            grad = grad.clone()
+            grad[:, grad.shape[1] - n_batch : grad.shape[1] - n_batch + n_ref] = 0
+            return grad
+
+        for mod in self.module.modules():
+            if not isinstance(mod, FCLayers):
+                continue
+            n_batch = sum(mod.n_cat_list)
+            if n_batch == 0:
+                continue
+            for i, layers in enumerate(mod.fc_layers):
+                if not mod.inject_into_layer(i):
+                    continue
+                lin = next(layer for layer in layers if isinstance(layer, torch.nn.Linear))
+                if n_ref == 1:
+                    # A one-batch reference had no batch column (scvi-tools drops it): the
+                    # padded column of that batch must add nothing, as in the reference.
+                    with torch.no_grad():
+                        lin.weight[:, lin.weight.shape[1] - n_batch] = 0.0
+                if lin.weight.requires_grad:
+                    lin.weight.register_hook(lambda g, n=n_batch: hook(g, n))
 
 
 class _DecodeRebuiltAfter(Callback):
@@ -652,15 +1072,24 @@ class _DecodeRebuiltAfter(Callback):
         pl_module.module.decode_rebuilt.fill_(True)
 
 
-def fuse_coefficients(coefs: list[np.ndarray], weights: np.ndarray | None = None) -> np.ndarray:
+def fuse_coefficients(
+    coefs: list[np.ndarray],
+    observed: list[np.ndarray] | None = None,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     """Weighted mean of row-normalised coefficient matrices, shape ``(N, A)``; rows sum to 1.
 
-    ``weights``: ``(N, M)`` per-cell modality weights summing to 1 per row; None = equal.
+    ``observed``: one bool ``(N,)`` per matrix; each cell averages only the modalities it has.
+    ``weights``: ``(N, M)`` per-cell modality weights; None weighs modalities equally.
     """
+    n, n_mod = coefs[0].shape[0], len(coefs)
+    w = np.ones((n, n_mod), np.float32) if weights is None else np.asarray(weights, np.float32)
+    if observed is not None:
+        w = w * np.stack([np.asarray(o, np.float32) for o in observed], 1)
+    w = w / np.maximum(w.sum(1, keepdims=True), 1e-12)
     fused = np.zeros_like(coefs[0], dtype=np.float32)
-    for m, c in enumerate(coefs):
-        w = 1.0 / len(coefs) if weights is None else weights[:, m : m + 1]
-        fused += w * c / np.maximum(c.sum(1, keepdims=True), 1e-12)
+    for i, c in enumerate(coefs):
+        fused += w[:, i : i + 1] * c / np.maximum(c.sum(1, keepdims=True), 1e-12)
     return fused
 
 
@@ -686,6 +1115,24 @@ def modality_weights(errors: np.ndarray) -> np.ndarray:
     score = score - score.min(1, keepdims=True)
     w = np.exp(-score)
     return (w / w.sum(1, keepdims=True)).astype(np.float32)
+
+
+def _modality_kinds(setup_args: dict) -> dict[str, str]:
+    if "modalities" in setup_args:
+        return dict(setup_args["modalities"])
+    kinds = {_ANNDATA_RNA: "counts"}
+    if setup_args.get("protein_expression_obsm_key") is not None:
+        kinds[_ANNDATA_PROT] = "protein"
+    return kinds
+
+
+def _features_from_registry(registry: dict) -> dict[str, np.ndarray]:
+    """``{modality: feature names}`` the model was trained on."""
+    out = {}
+    for m in _modality_kinds(registry["setup_args"]):
+        state = registry["field_registries"][_registry_key(m)]["state_registry"]
+        out[m] = np.asarray(state.get("column_names", state.get("columns", [])))
+    return out
 
 
 def _dense(x) -> np.ndarray:

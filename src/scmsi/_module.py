@@ -15,6 +15,7 @@ from torch.distributions import kl_divergence as kl
 
 from ._encoders import make_encoder
 from ._likelihoods import HEADS
+from ._mosaic import mask_registry_key
 from ._selfexpression import SelfExpressiveNetwork, elastic_net
 
 _N_FINGERPRINTS = 3
@@ -38,6 +39,12 @@ class SCMSIModule(BaseModuleClass):
     Anchor latents are re-encoded from their stored data every step, so a step costs
     O((B + A) * F) and never touches an N x N matrix.
 
+    Mosaic data: a per-cell mask per modality (``tensors["scmsi_mask_<m>"]``, all ones when
+    absent) says which cells have it. A cell's terms of modality m (likelihood, KL,
+    self-expression, contrast with another modality) count only where it has m; where it lacks
+    m, its coefficients there are the mean of its other modalities' coefficients, which
+    rebuild (impute) its latent ``z_hat^m`` over the anchors.
+
     Parameters
     ----------
     modalities
@@ -60,6 +67,11 @@ class SCMSIModule(BaseModuleClass):
         ``"bernoulli"`` (binarised peaks) or ``"poisson"`` for ``accessibility`` modalities.
     lambda_se, lambda_contrast
         Weights of the self-expressive and contrastive terms (paper code: 1 and 0.1).
+    lambda_cross
+        Weight of the cross-modal reconstruction (:meth:`cross_expression_loss`): modality m
+        decoded from ``C^m' z^m_anchor`` and scored by its likelihood, over the cells that have
+        both m and m'. It trains every modality's coefficients to rebuild the other modalities,
+        which imputation of a missing modality relies on.
     gamma, lam
         Elastic-net weight and L1 share (paper: 1 and 0.9).
     protein_priors
@@ -81,6 +93,7 @@ class SCMSIModule(BaseModuleClass):
         accessibility_likelihood: str = "bernoulli",
         lambda_se: float = 1.0,
         lambda_contrast: float = 0.1,
+        lambda_cross: float = 0.0,
         gamma: float = 1.0,
         lam: float = 0.9,
         protein_priors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
@@ -90,6 +103,7 @@ class SCMSIModule(BaseModuleClass):
         self.n_batch = n_batch
         self.n_latent = n_latent
         self.lambda_se, self.lambda_contrast = lambda_se, lambda_contrast
+        self.lambda_cross = lambda_cross
         self.gamma, self.lam = gamma, lam
         protein_priors = protein_priors or {}
 
@@ -113,13 +127,7 @@ class SCMSIModule(BaseModuleClass):
             self.heads[spec.name] = HEADS[spec.kind](spec.n_features, n_latent, n_batch, **kwargs)
             xa = torch.as_tensor(np.asarray(anchor_data[spec.name]), dtype=torch.float32)
             self.register_buffer(f"anchor_x_{spec.name}", xa)
-            # The anchors' encoder input never changes: transform it once (sparse for peaks).
-            xin = self.heads[spec.name].encoder_input(xa)
-            self.register_buffer(
-                f"anchor_in_{spec.name}",
-                xin.to_sparse_csr() if sparse_input else xin,
-                persistent=False,
-            )
+            self.register_buffer(f"anchor_in_{spec.name}", None, persistent=False)
             self.register_buffer(
                 f"fingerprint_{spec.name}",
                 torch.randn(spec.n_features, _N_FINGERPRINTS, generator=gen),
@@ -127,9 +135,10 @@ class SCMSIModule(BaseModuleClass):
         self.register_buffer(
             "anchor_batch", torch.as_tensor(np.asarray(anchor_batch), dtype=torch.long)[:, None]
         )
-        # Anchor data never change: fingerprint them once, not at every step.
-        anchors = {s.name: self.anchor_x(s.name) for s in self.modalities}
-        self.register_buffer("anchor_fingerprint", self._fingerprint(anchors), persistent=False)
+        self.register_buffer("anchor_fingerprint", None, persistent=False)
+        self._cache_anchor_inputs()
+        # `load`/`load_query_data` replace the anchors' data: derive the caches again.
+        self.register_load_state_dict_post_hook(_refresh_anchor_caches)
         # Decoders read z during pre-training, then z_hat (see `SCMSI.train`). Starting on z_hat
         # falls into a degenerate optimum: coefficients ~0, z_hat ~0, decoders ignore it.
         self.register_buffer("decode_rebuilt", torch.tensor(True))
@@ -140,6 +149,20 @@ class SCMSIModule(BaseModuleClass):
 
     def anchor_x(self, name: str) -> torch.Tensor:
         return getattr(self, f"anchor_x_{name}")
+
+    @torch.no_grad()
+    def _cache_anchor_inputs(self) -> None:
+        """Anchor data never change: fingerprint them and transform their encoder input once
+        (sparse for peaks), not at every step."""
+        anchors = {s.name: self.anchor_x(s.name) for s in self.modalities}
+        self.anchor_fingerprint = self._fingerprint(anchors)
+        for s in self.modalities:
+            xin = self.heads[s.name].encoder_input(anchors[s.name])
+            setattr(
+                self,
+                f"anchor_in_{s.name}",
+                xin.to_sparse_csr() if s.kind == "accessibility" else xin,
+            )
 
     def _fingerprint(self, xs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Random projections of all modalities, ``(B, 3)``: equal rows = the same cell."""
@@ -160,6 +183,11 @@ class SCMSIModule(BaseModuleClass):
         return {
             "xs": {s.name: tensors[s.registry_key] for s in self.modalities},
             "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
+            "observed": {
+                s.name: tensors[mask_registry_key(s.name)]
+                for s in self.modalities
+                if mask_registry_key(s.name) in tensors
+            },
         }
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict:
@@ -170,11 +198,33 @@ class SCMSIModule(BaseModuleClass):
             "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
         }
 
+    def _observed(self, xs: dict, observed: dict | None) -> dict[str, torch.Tensor]:
+        """Boolean ``(B,)`` per modality; modalities without a mask are observed everywhere."""
+        observed = observed or {}
+        out = {}
+        for s in self.modalities:
+            x = xs[s.name]
+            m = observed.get(s.name)
+            out[s.name] = (
+                torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+                if m is None
+                else m.reshape(-1).to(x.device) > 0.5
+            )
+        return out
+
+    @staticmethod
+    def _mean_over(coefs: list[torch.Tensor], weights: list[torch.Tensor]):
+        """Mean of coefficient matrices ``(B, A)`` over the rows' observed modalities."""
+        total = sum(c * w.float()[:, None] for c, w in zip(coefs, weights, strict=True))
+        count = sum(w.float() for w in weights)
+        return total / count.clamp(min=1.0)[:, None], count > 0
+
     @auto_move_data
     def inference(
         self,
         xs: dict[str, torch.Tensor],
         batch_index: torch.Tensor,
+        observed: dict[str, torch.Tensor] | None = None,
         use_mean: bool = False,
     ) -> dict:
         """Encode every modality and self-express it over the anchors.
@@ -182,9 +232,12 @@ class SCMSIModule(BaseModuleClass):
         Returns
         -------
         dict with, per modality name: ``qz`` (Normal, ``(B, n_latent)``), ``z`` (``(B, n_latent)``),
-        ``z_anchor`` (``(A, n_latent)``), ``coef`` (``(B, A)``) and ``z_hat`` (``(B, n_latent)``).
+        ``z_anchor`` (``(A, n_latent)``), ``coef`` (``(B, A)``), ``z_hat`` (``(B, n_latent)``) and
+        ``observed`` (bool ``(B,)``). Where a cell lacks modality m, ``coef`` is the mean of its
+        observed modalities' coefficients and ``z`` equals ``z_hat``.
         """
         mask = self.self_mask(xs)
+        obs = self._observed(xs, observed)
         out: dict[str, dict] = {k: {} for k in ("qz", "z", "z_anchor", "coef", "z_hat")}
         for spec in self.modalities:
             name, head, enc = spec.name, self.heads[spec.name], self.encoders[spec.name]
@@ -194,11 +247,55 @@ class SCMSIModule(BaseModuleClass):
             za_mean, _, za = enc(getattr(self, f"anchor_in_{name}"), self.anchor_batch)
             if use_mean:  # outputs must not depend on a draw of the anchors' latents
                 za = za_mean
-            coef = self.senets[name](z, za, mask)
             out["qz"][name] = Normal(qz_m, qz_v.sqrt())
             out["z"][name], out["z_anchor"][name] = z, za
-            out["coef"][name], out["z_hat"][name] = coef, coef @ za
+            out["coef"][name] = self.senets[name](z, za, mask)
+        names = [s.name for s in self.modalities]
+        if not all(bool(obs[n].all()) for n in names):
+            imputed, _ = self._mean_over([out["coef"][n] for n in names], [obs[n] for n in names])
+            for n in names:
+                out["coef"][n] = torch.where(obs[n][:, None], out["coef"][n], imputed)
+        for n in names:
+            out["z_hat"][n] = out["coef"][n] @ out["z_anchor"][n]
+            out["z"][n] = torch.where(obs[n][:, None], out["z"][n], out["z_hat"][n])
+        out["observed"] = obs
         return out
+
+    @torch.inference_mode()
+    def cross_modal(
+        self,
+        xs: dict[str, torch.Tensor],
+        batch_index: torch.Tensor,
+        target: str,
+        sources: list[str],
+        observed: dict[str, torch.Tensor] | None = None,
+        decode_batch: torch.Tensor | None = None,
+        sample: bool = False,
+        include_protein_background: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode ``target`` from the mean coefficients of the observed ``sources``.
+
+        ``sample`` draws the sources' latents from ``q(z | x)`` (posterior means otherwise).
+        Returns the normalised profile ``(B, F_target)`` (see :func:`expression`) and whether
+        each row had a source.
+        """
+        xs = {k: v.to(self.device) for k, v in xs.items()}
+        batch_index = batch_index.to(self.device)
+        observed = {k: v.to(self.device) for k, v in (observed or {}).items()}
+        mask = self.self_mask(xs)
+        obs = self._observed(xs, observed)
+        coefs = []
+        for m in sources:
+            enc, head = self.encoders[m], self.heads[m]
+            qz_m, _, z = enc(head.encoder_input(xs[m]), batch_index)
+            za = enc(head.encoder_input(self.anchor_x(m)), self.anchor_batch)[0]
+            coefs.append(self.senets[m](z if sample else qz_m, za, mask))
+        coef, has_source = self._mean_over(coefs, [obs[m] for m in sources])
+        enc, head = self.encoders[target], self.heads[target]
+        za_t = enc(head.encoder_input(self.anchor_x(target)), self.anchor_batch)[0]
+        b = batch_index if decode_batch is None else decode_batch.to(self.device)
+        params = head.decode(coef @ za_t, xs[target], b)
+        return expression(head, params, include_protein_background), has_source
 
     @auto_move_data
     def generative(self, z_hat: dict, xs: dict, batch_index: torch.Tensor) -> dict:
@@ -210,46 +307,99 @@ class SCMSIModule(BaseModuleClass):
             }
         }
 
-    def contrastive_loss(self, coefs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def contrastive_loss(
+        self, coefs: dict[str, torch.Tensor], observed: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Per-cell ``sum_{m<m'} ||c^m - c^m'||^2 / (M-1)``, shape ``(B,)``.
 
         For M = 2 this is the paper's ``sum_i (c^2_i - c^1_i)^2``; for M > 2 every pair is pulled
-        together with the same total weight instead of privileging one reference modality.
+        together with the same total weight instead of privileging one reference modality. A
+        pair counts only for cells that have both modalities (``observed``).
         """
         names = list(coefs)
         first = coefs[names[0]]
         if len(names) < 2:
             return torch.zeros(first.shape[0], device=first.device)
-        total = sum((coefs[a] - coefs[b]).pow(2).sum(-1) for a, b in combinations(names, 2))
+        total = torch.zeros(first.shape[0], device=first.device)
+        for a, b in combinations(names, 2):
+            d = (coefs[a] - coefs[b]).pow(2).sum(-1)
+            if observed is not None:
+                d = torch.where(observed[a] & observed[b], d, torch.zeros_like(d))
+            total = total + d
+        return total / (len(names) - 1)
+
+    def cross_expression_loss(
+        self, tensors: dict, inference_outputs: dict, observed: dict
+    ) -> torch.Tensor:
+        """Per-cell cross-modal reconstruction, shape ``(B,)``.
+
+        For every ordered pair of modalities (m', m), modality m is decoded from its latent
+        rebuilt with the coefficients of m', ``C^m' z^m_anchor``, and scored by m's likelihood;
+        summed over pairs, divided by ``M - 1``, counted only where the cell has both. This is
+        how a missing modality is imputed, trained on the cells that have both.
+        """
+        coef, za = inference_outputs["coef"], inference_outputs["z_anchor"]
+        names = list(coef)
+        first = coef[names[0]]
+        total = torch.zeros(first.shape[0], device=first.device)
+        if len(names) < 2:
+            return total
+        batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
+        spec = {s.name: s for s in self.modalities}
+        for m in names:
+            x = tensors[spec[m].registry_key]
+            for src in names:
+                if src == m:
+                    continue
+                params = self.heads[m].decode(coef[src] @ za[m], x, batch_index)
+                nll = self.heads[m].reconstruction_loss(x, params)
+                both = observed[m] & observed[src]
+                total = total + torch.where(both, nll, torch.zeros_like(nll))
         return total / (len(names) - 1)
 
     def loss(
         self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0
     ) -> LossOutput:
-        """ELBO of every modality + lambda_se * self-expression + lambda_contrast * contrast."""
+        """ELBO of every modality + lambda_se * self-expression + lambda_contrast * contrast.
+
+        Each modality's terms count only for the cells that have it.
+        """
         batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
+        obs = inference_outputs.get("observed") or self._observed(
+            {s.name: tensors[s.registry_key] for s in self.modalities}, None
+        )
         rec, kl_local, se_total = {}, {}, 0.0
         for spec in self.modalities:
             name, head = spec.name, self.heads[spec.name]
             x = tensors[spec.registry_key]
             params = generative_outputs["params"][name]
             qz = inference_outputs["qz"][name]
-            rec[f"reconstruction_{name}"] = head.reconstruction_loss(x, params)
+            has = obs[name]
+
+            def keep(v, has=has):
+                return torch.where(has, v, torch.zeros_like(v))
+
+            rec[f"reconstruction_{name}"] = keep(head.reconstruction_loss(x, params))
             prior = Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))
-            kl_local[f"kl_z_{name}"] = kl(qz, prior).sum(-1)
-            kl_local[f"kl_extra_{name}"] = head.kl(params, batch_index)
+            kl_local[f"kl_z_{name}"] = keep(kl(qz, prior).sum(-1))
+            kl_local[f"kl_extra_{name}"] = keep(head.kl(params, batch_index))
             z, z_hat = inference_outputs["z"][name], inference_outputs["z_hat"][name]
             coef = inference_outputs["coef"][name]
-            se_total = (
-                se_total + (z - z_hat).pow(2).sum(-1) + self.gamma * elastic_net(coef, self.lam)
+            se_total = se_total + keep(
+                (z - z_hat).pow(2).sum(-1) + self.gamma * elastic_net(coef, self.lam)
             )
-        contrast = self.contrastive_loss(inference_outputs["coef"])
+        contrast = self.contrastive_loss(inference_outputs["coef"], obs)
         per_cell = (
             sum(rec.values())
             + kl_weight * sum(kl_local.values())
             + self.lambda_se * se_total
             + self.lambda_contrast * contrast
         )
+        extra = {}
+        if self.lambda_cross > 0:
+            cross = self.cross_expression_loss(tensors, inference_outputs, obs)
+            per_cell = per_cell + self.lambda_cross * cross
+            extra["cross_expression"] = cross.mean().detach()
         return LossOutput(
             loss=per_cell.mean(),
             reconstruction_loss=rec,
@@ -257,5 +407,20 @@ class SCMSIModule(BaseModuleClass):
             extra_metrics={
                 "self_expression": se_total.mean().detach(),
                 "contrastive": contrast.mean().detach(),
+                **extra,
             },
         )
+
+
+def expression(head, params: dict, include_protein_background: bool = False) -> torch.Tensor:
+    """Decoded profile: ``head.normalized`` (denoised), or for protein with background the
+    mean of the background/foreground mixture (expected counts, as totalVI's
+    ``include_protein_background``)."""
+    if include_protein_background and "rate_back" in params:
+        fg = head.foreground_probability(params)
+        return (1 - fg) * params["rate_back"] + fg * params["rate_fore"]
+    return head.normalized(params)
+
+
+def _refresh_anchor_caches(module: SCMSIModule, incompatible_keys) -> None:
+    module._cache_anchor_inputs()

@@ -104,12 +104,34 @@ def check_cell_names(mdata, modalities: Sequence[str]) -> None:
         if len(names) != mdata.n_obs or not names.equals(mdata.obs_names):
             missing = mdata.obs_names.difference(names)[:3].tolist()
             extra = names.difference(mdata.obs_names)[:3].tolist()
+            if not extra:
+                raise ValueError(
+                    f"Modality '{mod}' holds {len(names)} of the {mdata.n_obs} cells (mosaic "
+                    f"data; missing e.g. {missing}) or holds them in another order. scMSI "
+                    "trains on such data once every modality holds every cell: "
+                    "`mdata = scmsi.pp.pad_modalities(mdata)` returns a copy with zero rows for "
+                    "the absent cells, flagged in obs['scmsi_has_<modality>'] so that the model "
+                    "ignores them (use `mdata.intersect_obs()` instead to keep only complete "
+                    "cells)."
+                )
             raise ValueError(
                 f"Modality '{mod}' does not hold the same cells as the MuData "
                 f"({len(names)} vs {mdata.n_obs} cells; missing e.g. {missing}, "
                 f"extra e.g. {extra}). Make the cell names match across modalities and call "
                 "`mdata.intersect_obs()` (or `mdata.update()`) before setup."
             )
+
+
+def check_some_modality(masks: dict, obs_names: Sequence[str], columns: Sequence[str]) -> None:
+    """Raise if a cell has none of the modalities (``masks``: modality -> bool per cell)."""
+    none = ~np.any(np.stack(list(masks.values())), axis=0)
+    if none.any():
+        examples = np.asarray(obs_names)[none][:5].tolist()
+        raise ValueError(
+            f"{int(none.sum())} cells have none of the modalities {list(masks)} (e.g. "
+            f"{examples}): every cell needs at least one measured modality. Remove them, e.g. "
+            f"`mdata = mdata[mdata.obs[{list(columns)}].any(axis=1)].copy()`."
+        )
 
 
 def check_obs_key(df: pd.DataFrame, key: str | None, where: str) -> None:
@@ -129,13 +151,13 @@ def check_obs_key(df: pd.DataFrame, key: str | None, where: str) -> None:
         )
 
 
-def check_n_anchors(n_anchors: int, n_cells: int) -> None:
-    """Raise if the anchor count is impossible for ``n_cells``."""
+def check_n_anchors(n_anchors: int, n_cells: int, what: str = "cells") -> None:
+    """Raise if the anchor count is impossible for ``n_cells`` candidate cells."""
     if n_anchors < 2:
         raise ValueError(f"n_anchors must be at least 2, got {n_anchors}.")
     if n_anchors >= n_cells:
         raise ValueError(
-            f"n_anchors={n_anchors} but the data have only {n_cells} cells: self-expression "
+            f"n_anchors={n_anchors} but the data have only {n_cells} {what}: self-expression "
             "needs fewer anchors than cells. Pass a smaller `n_anchors` (default scales as "
             "8*sqrt(N)) or more cells."
         )

@@ -4,6 +4,7 @@ Everything is written where scanpy and muon look for it, on the MuData (or AnnDa
 
 ========================  ==============================================================
 ``obsm["X_scmsi"]``       PCA of the fused coefficients (the default embedding)
+``uns["scmsi_pca"]``      that PCA (``components``, ``mean``, ``anchors``): :func:`map_query`
 ``obsm["scmsi_coef"]``    fused coefficients, cells x anchors (rows sum to 1)
 ``obsm["X_scmsi_<m>"]``   latent of modality ``m``
 ``obsp["scmsi_connectivities"]``, ``obsp["scmsi_distances"]``, ``uns["scmsi"]``: k-NN graph
@@ -81,7 +82,8 @@ def embed_and_cluster(
     """
     coefs = model.get_coefficients(data, return_all=True, fusion=fusion)
     latents = model.get_latent_representation(data)
-    emb = coefficient_embedding(coefs["fused"], n_comps or model.module.n_latent, seed)
+    emb, pca = coefficient_pca(coefs["fused"], n_comps or model.module.n_latent, seed)
+    pca["anchors"] = np.asarray(model.anchor_names_, dtype=str)
 
     tmp = AnnData(obs=pd.DataFrame(index=data.obs_names.copy()))
     tmp.obsm["X_scmsi"] = emb
@@ -98,6 +100,7 @@ def embed_and_cluster(
         sc.tl.umap(tmp, neighbors_key=KEY, random_state=seed)
 
     data.obsm["X_scmsi"] = emb
+    data.uns[f"{KEY}_pca"] = pca
     data.obsm[f"{KEY}_coef"] = coefs["fused"]
     if fusion == "adaptive":
         data.obsm[f"{KEY}_modality_weights"] = model.get_modality_weights(data).to_numpy()
@@ -205,3 +208,128 @@ def cluster(
     else:
         raise ValueError(f"cluster method must be 'kmeans' or 'spectral', got {method!r}.")
     return pd.Categorical(labels.astype(str))
+
+
+# ---------------------------------------------------------------------------- new cells
+def coefficient_pca(coef: np.ndarray, n_comps: int = 10, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """PCA of the fused coefficients and the fitted projection, for mapping new cells.
+
+    Returns the embedding ``(N, n_comps)`` and ``{"components": (n_comps, A), "mean": (A,)}``;
+    the embedding is ``(coef - mean) @ components.T``, the projection :func:`map_query`
+    applies to new cells, so reference and query share one space.
+    """
+    n_comps = int(min(n_comps, coef.shape[1] - 1, coef.shape[0] - 1))
+    fit = PCA(n_comps, random_state=seed).fit(coef)
+    pca = {
+        "components": fit.components_.astype(np.float32),
+        "mean": fit.mean_.astype(np.float32),
+    }
+    return project_coefficients(coef, pca), pca
+
+
+def project_coefficients(coef: np.ndarray, pca: dict) -> np.ndarray:
+    """Project fused coefficients with a stored PCA (``uns["scmsi_pca"]``)."""
+    coef = np.asarray(coef, dtype=np.float32)
+    return ((coef - pca["mean"]) @ np.asarray(pca["components"]).T).astype(np.float32)
+
+
+def map_query(
+    query: MuData | AnnData,
+    model,
+    reference: MuData | AnnData,
+    label_key: str | None = None,
+    n_neighbors: int = 15,
+    batch_size: int | None = None,
+) -> None:
+    """Place new cells in the reference's embedding, with no retraining.
+
+    The query cells are expressed over the trained anchors (:meth:`scmsi.SCMSI.get_coefficients`;
+    features are matched by name, modalities may be missing), and their fused coefficients are
+    projected with the PCA that :func:`embed_and_cluster` fitted on the reference, so
+    ``reference.obsm["X_scmsi"]`` and ``query.obsm["X_scmsi"]`` can be plotted and clustered
+    together. With ``label_key``, labels are transferred by k-NN (:func:`transfer_labels`).
+
+    Writes to ``query``: ``obsm["X_scmsi"]``, ``obsm["scmsi_coef"]``, ``obsm["X_scmsi_<m>"]`` and,
+    with ``label_key``, ``obs[f"{label_key}_pred"]`` and ``obs[f"{label_key}_confidence"]``.
+
+    Parameters
+    ----------
+    query
+        New cells (their data are not modified; results are added to ``obsm``/``obs``).
+    model
+        The trained :class:`scmsi.SCMSI` (or a query model from ``load_query_data``).
+    reference
+        The reference data after :func:`embed_and_cluster` with the same model's anchors.
+    label_key
+        Column of ``reference.obs`` to transfer.
+    n_neighbors
+        Neighbours of the label transfer.
+    batch_size
+        Minibatch size of the model's forward passes.
+    """
+    pca = reference.uns.get(f"{KEY}_pca")
+    if pca is None:
+        raise KeyError(
+            "reference.uns['scmsi_pca'] is missing: run `scmsi.tl.embed_and_cluster(reference, "
+            "model)` on the reference first; its PCA is what new cells are projected with."
+        )
+    anchors = np.asarray(pca.get("anchors", []), dtype=str)
+    if not np.array_equal(anchors, np.asarray(model.anchor_names_, dtype=str)):
+        raise ValueError(
+            "The reference embedding was computed with another model (different anchor cells): "
+            "run `scmsi.tl.embed_and_cluster(reference, model)` with this model first."
+        )
+    coefs = model.get_coefficients(query, return_all=True, batch_size=batch_size)
+    latents = model.get_latent_representation(query, batch_size=batch_size)
+    query.obsm["X_scmsi"] = project_coefficients(coefs["fused"], pca)
+    query.obsm[f"{KEY}_coef"] = coefs["fused"]
+    for m, z in latents.items():
+        query.obsm[f"X_scmsi_{m}"] = z
+    if label_key is not None:
+        transfer_labels(reference, query, label_key, n_neighbors=n_neighbors)
+
+
+def transfer_labels(
+    reference: MuData | AnnData,
+    query: MuData | AnnData,
+    label_key: str,
+    n_neighbors: int = 15,
+    use_rep: str = "X_scmsi",
+) -> None:
+    """k-NN label transfer from reference to query cells, with a per-cell confidence.
+
+    Each query cell takes the label with the largest weight among its ``n_neighbors`` nearest
+    reference cells in ``use_rep`` (Gaussian weights, bandwidth = the cell's mean distance to
+    those neighbours). The confidence is that label's share of the weight: 1 when all
+    neighbours agree, near ``1 / n_labels`` when they are split.
+
+    Writes ``query.obs[f"{label_key}_pred"]`` (categorical) and
+    ``query.obs[f"{label_key}_confidence"]`` (in ``[0, 1]``). Reference cells with a missing
+    label are ignored.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    for name, d in (("reference", reference), ("query", query)):
+        if use_rep not in d.obsm:
+            raise KeyError(
+                f"{name}.obsm['{use_rep}'] is missing; run `scmsi.tl.embed_and_cluster` on the "
+                "reference and `scmsi.tl.map_query` on the query first."
+            )
+    if label_key not in reference.obs.columns:
+        raise KeyError(f"'{label_key}' is not a column of reference.obs.")
+    labels = reference.obs[label_key]
+    keep = labels.notna().to_numpy()
+    cats = pd.Categorical(labels[keep].astype(str))
+    k = int(min(n_neighbors, keep.sum()))
+    nn = NearestNeighbors(n_neighbors=k).fit(np.asarray(reference.obsm[use_rep])[keep])
+    dist, idx = nn.kneighbors(np.asarray(query.obsm[use_rep]))
+    sigma = dist.mean(1, keepdims=True) + 1e-12
+    w = np.exp(-((dist / sigma) ** 2))
+    codes = cats.codes[idx]
+    votes = np.zeros((len(dist), len(cats.categories)))
+    np.add.at(votes, (np.repeat(np.arange(len(dist)), k), codes.ravel()), w.ravel())
+    best = votes.argmax(1)
+    query.obs[f"{label_key}_pred"] = pd.Categorical.from_codes(best, cats.categories)
+    query.obs[f"{label_key}_confidence"] = (
+        votes[np.arange(len(best)), best] / votes.sum(1)
+    ).astype(np.float32)
