@@ -199,3 +199,18 @@ def cluster(
     else:
         raise ValueError(f"cluster method must be 'kmeans' or 'spectral', got {method!r}.")
     return pd.Categorical(labels.astype(str))
+
+
+# Spatial domains (see scmsi.spatial): re-exported here so that `scmsi.tl` has every tool.
+from .spatial import refine_domains, smooth, spatial_domains  # noqa: E402
+
+__all__ = [
+    "cluster",
+    "coefficient_embedding",
+    "embed_and_cluster",
+    "leiden",
+    "leiden_auto",
+    "refine_domains",
+    "smooth",
+    "spatial_domains",
+]
