@@ -31,6 +31,7 @@ With neither (``niche=False``, ``spatial_weight=0``) domains are plain scMSI clu
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -39,6 +40,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 from scipy import sparse
+
+logger = logging.getLogger(__name__)
 
 SPATIAL_KEY = "spatial"
 DOMAIN_KEY = "scmsi_domain"
@@ -487,14 +490,18 @@ def niche_features(
 
     ``graph`` defaults to :func:`spatial_graph` on ``obsm["spatial"]``. O(N k G) + a PCA.
     """
-    from sklearn.decomposition import TruncatedSVD
-
     from ._anchors import lognormalize
 
     x = adata.X if layer is None else adata.layers[layer]
-    logx = lognormalize(x)
     g = spatial_graph(adata.obsm[SPATIAL_KEY], n_neighs) if graph is None else graph
-    nb = _row_normalise(g) @ logx
+    return _neighbourhood_pcs(lognormalize(x), g, n_comps, seed)
+
+
+def _neighbourhood_pcs(x, graph, n_comps: int, seed: int = 0) -> np.ndarray:
+    """PCs of the neighbour mean ``W x`` (``W`` row-normalised ``graph``)."""
+    from sklearn.decomposition import TruncatedSVD
+
+    nb = _row_normalise(graph) @ x
     nb = np.asarray(nb.toarray() if sparse.issparse(nb) else nb, dtype=np.float32)
     nb -= nb.mean(0)
     n_comps = int(min(n_comps, nb.shape[1] - 1, nb.shape[0] - 1))
@@ -522,7 +529,8 @@ def to_mudata(
         Add an ``image`` modality (standardised ``obsm[image_key]``; computed with
         :func:`image_features` when absent and an image is stored). ``"auto"``: when available.
     niche
-        Add the ``niche`` modality (:func:`niche_features`).
+        Add the ``niche`` modality (:func:`niche_features`; with no genes, the PCs of the
+        neighbours' mean image features).
     n_top_genes
         Keep this many highly variable genes (seurat_v3 on counts); None keeps all.
     n_neighs
@@ -531,7 +539,8 @@ def to_mudata(
     Returns
     -------
     mdata, modalities
-        MuData with ``rna`` (counts) and optionally ``image``/``niche`` (continuous), and the
+        MuData with ``rna`` (counts; absent when ``adata`` has no genes) and optionally
+        ``image``/``niche`` (continuous), and the
         ``modalities`` dict to pass to :meth:`scmsi.SCMSI.setup_mudata`. ``mdata.obsm["spatial"]``,
         ``mdata.obsp["spatial_connectivities"]`` and ``mdata.uns["spatial"]`` are set.
     """
@@ -551,7 +560,8 @@ def to_mudata(
         )
         rna = rna[:, hvg["highly_variable"].to_numpy()].copy()
     graph = spatial_graph(adata.obsm[SPATIAL_KEY], n_neighs)
-    mods, kinds = {"rna": rna}, {"rna": "counts"}
+    has_genes = rna.n_vars > 0  # image-only data (e.g. no count matrix) have no genes
+    mods, kinds = ({"rna": rna}, {"rna": "counts"}) if has_genes else ({}, {})
 
     has_image = image_key in adata.obsm or bool(
         adata.uns.get(SPATIAL_KEY, {})
@@ -569,8 +579,13 @@ def to_mudata(
             feats = image_features(view)
         mods["image"] = ad.AnnData(_standardise(feats), obs=pd.DataFrame(index=rna.obs_names))
         kinds["image"] = "continuous"
+    if not mods:
+        raise ValueError("No genes and no image features: nothing to model.")
     if niche:
-        z = niche_features(rna, graph, n_comps=n_niche_comps)
+        if has_genes:
+            z = niche_features(rna, graph, n_comps=n_niche_comps)
+        else:  # image only: the niche is the neighbourhood's image
+            z = _neighbourhood_pcs(mods["image"].X, graph, n_niche_comps)
         mods["niche"] = ad.AnnData(_standardise(z), obs=pd.DataFrame(index=rna.obs_names))
         kinds["niche"] = "continuous"
     with md.set_options(pull_on_update=False):
@@ -611,6 +626,29 @@ def _graph_of(data, n_neighs: int) -> sparse.csr_matrix:
     return spatial_graph(np.asarray(data.obsm[SPATIAL_KEY]), n_neighs)
 
 
+def informative_modalities(
+    coefs: dict[str, np.ndarray], min_anchors: float = 2.0, min_distinct: float = 0.05
+) -> tuple[list[str], list[str]]:
+    """Split modalities into those whose coefficients carry an affinity and degenerate ones.
+
+    A modality is degenerate when its self-expression fell into the dead-ReLU corner: each
+    spot keeps fewer than ``min_anchors`` anchors on average *and* the best anchor is one of
+    fewer than ``min_distinct`` x A distinct anchors over all spots (a "hub" anchor expresses
+    everyone). Averaging such rows into the fused affinity only adds a near-constant one-hot
+    column. Label-free; if every modality is degenerate, all are kept.
+    """
+    names = [m for m in coefs if m != "fused"]
+    bad = []
+    for m in names:
+        c = np.asarray(coefs[m])
+        nnz = float((c > 0).sum(1).mean())
+        distinct = len(np.unique(c.argmax(1))) / c.shape[1]
+        if nnz < min_anchors and distinct < min_distinct:
+            bad.append(m)
+    good = [m for m in names if m not in bad]
+    return (good, bad) if good else (names, [])
+
+
 def spatial_domains(
     data,
     model=None,
@@ -621,11 +659,14 @@ def spatial_domains(
     refine: bool = False,
     use_rep: str | None = None,
     n_comps: int | None = None,
-    method: Literal["kmeans", "gmm"] = "gmm",
+    method: Literal["kmeans", "gmm"] = "kmeans",
     seed: int = 0,
     key_added: str = DOMAIN_KEY,
 ) -> pd.Categorical:
     """Spatial domains from scMSI's fused coefficients smoothed over the spatial graph.
+
+    Modalities whose coefficients are degenerate (:func:`informative_modalities`) are left out
+    of the fusion, with a warning; ``uns[key_added]["params"]["modalities"]`` lists those used.
 
     Coefficients (cells x anchors) -> :func:`smooth` (``spatial_weight``, ``n_rounds``) -> PCA
     (``n_comps``, default the model's latent size) -> ``n_domains`` clusters (Gaussian mixture
@@ -652,8 +693,9 @@ def spatial_domains(
     use_rep
         Cluster ``obsm[use_rep]`` (smoothed the same way) instead of the model's coefficients.
     method
-        ``"gmm"`` (full-covariance Gaussian mixture, as mclust in STAGATE/GraphST) or
-        ``"kmeans"``; used only with ``n_domains``.
+        ``"kmeans"`` (n_init=10; stable over seeds) or ``"gmm"`` (full-covariance Gaussian
+        mixture, as mclust in STAGATE/GraphST; more variable over seeds here); used only with
+        ``n_domains``.
 
     Writes ``obs[key_added]``, ``obsm["X_scmsi_spatial"]`` (embedding) and, with a model,
     ``obsm["scmsi_coef"]`` / ``obsm["scmsi_coef_smoothed"]``.
@@ -667,7 +709,18 @@ def spatial_domains(
         x = np.asarray(data.obsm[use_rep], dtype=np.float32)
         n_default = min(x.shape[1], 30)
     elif model is not None:
-        x = model.get_coefficients(data)
+        coefs = model.get_coefficients(data, return_all=True)
+        used, dropped = informative_modalities(coefs)
+        if dropped:
+            logger.warning(
+                "Coefficients of %s are degenerate (each spot expressed by about one anchor, "
+                "the same for most spots): domains use %s only.",
+                dropped,
+                used,
+            )
+        from ._model import fuse_coefficients
+
+        x = fuse_coefficients([coefs[m] for m in used])
         data.obsm["scmsi_coef"] = x
         n_default = model.module.n_latent
     else:
@@ -679,6 +732,8 @@ def spatial_domains(
     emb = PCA(k, random_state=seed).fit_transform(xs).astype(np.float32) if k >= 1 else xs
     data.obsm["X_scmsi_spatial"] = emb
     info: dict = {"spatial_weight": spatial_weight, "n_rounds": n_rounds, "refine": refine}
+    if model is not None and use_rep is None:
+        info["modalities"] = used
     if n_domains is not None:
         if method == "gmm":
             from sklearn.mixture import GaussianMixture
