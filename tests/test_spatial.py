@@ -13,7 +13,8 @@ import scmsi
 from scmsi import spatial as sp
 from scmsi._synthetic import synthetic_visium
 
-FAST = {"max_epochs": 15, "enable_progress_bar": False, "early_stopping": False}
+# 256 spots: batches of 64 give 4 steps an epoch
+FAST = {"max_epochs": 80, "batch_size": 64, "enable_progress_bar": False, "early_stopping": False}
 
 
 # ------------------------------------------------------------------------ tiles and features
@@ -102,6 +103,16 @@ def test_graph_is_sparse_with_nk_entries():
     xy = np.random.default_rng(0).random((3000, 2))
     g = sp.spatial_graph(xy, n_neighs=8)
     assert sparse.issparse(g) and g.nnz <= 2 * 8 * 3000
+
+
+def test_degenerate_modalities_are_left_out_of_the_fusion():
+    rng = np.random.default_rng(0)
+    good = rng.random((50, 40)) * (rng.random((50, 40)) < 0.3)
+    hub = np.zeros((50, 40))
+    hub[:, 3] = 1e-4
+    used, dropped = sp.informative_modalities({"fused": good, "rna": hub, "niche": good})
+    assert used == ["niche"] and dropped == ["rna"]
+    assert sp.informative_modalities({"rna": hub}) == (["rna"], [])
 
 
 def test_smooth_and_refine():
@@ -211,6 +222,9 @@ def test_end_to_end_spatial_domains(tmp_path):
     assert mdata.obs["scmsi_domain"].nunique() <= 3
     assert mdata.obsm["scmsi_coef_smoothed"].shape == (256, 40)
     assert adjusted_rand_score(truth, lab) > 0.5
+    assert mdata.uns["scmsi_domain"]["params"]["modalities"] == ["rna", "image", "niche"]
+    off = scmsi.tl.spatial_domains(mdata, model, n_domains=3, spatial_weight=0.0, key_added="off")
+    assert adjusted_rand_score(truth, lab) > adjusted_rand_score(truth, off)  # space helps
     auto = scmsi.tl.spatial_domains(mdata, model, spatial_weight=0.0, key_added="auto")
     assert len(auto.categories) >= 2 and "auto" in mdata.obs
     fig = scmsi.pl.spatial_domains(mdata, color=["scmsi_domain", "domain"])
