@@ -234,6 +234,10 @@ def run(args: argparse.Namespace) -> int:
         _figure(dataset, section, adata, examples, methods, args)
         # report after every section: a long run that is stopped still leaves its tables
         _report(pd.DataFrame(rows), dataset, args, sections)
+    if not args.out and not args.name:
+        from benchmarks.__main__ import _update_readme
+
+        _update_readme(f"spatial_{dataset}", RESULTS / f"{dataset}.md")
     return 0
 
 
