@@ -450,3 +450,165 @@ def load(name: str, **kwargs) -> md.MuData:
     except KeyError:
         raise KeyError(f"Unknown dataset {name!r}; available: {sorted(DATASETS)}") from None
     return loader(**kwargs)
+
+
+# ============================================================================ spatial datasets
+# Kept in one block, apart from the single-cell loaders above. Spatial loaders return an
+# AnnData (spots x genes raw counts, obsm["spatial"] in full-res pixels, uns["spatial"] with
+# the image and scale factors where there is one); `scmsi.spatial.to_mudata` builds the model
+# input. Labels: obs["domain"].
+
+# 10x Genomics public Visium datasets (Space Ranger 1.1.0). 10x publishes no checksums: pooch
+# logs the sha256 of what it downloaded (known_hash=None); pin it in your own registry.
+_TENX_URL = "https://cf.10xgenomics.com/samples/spatial-exp/1.1.0/{name}/{name}_{file}"
+_TENX_FILES = ("filtered_feature_bc_matrix.h5", "spatial.tar.gz")
+
+
+def _visium_10x(name: str, subdir: str) -> ad.AnnData:
+    """Download (once) and read a public 10x Visium dataset."""
+    from .spatial import read_visium
+
+    folder = data_dir() / subdir
+    if not (folder / "filtered_feature_bc_matrix.h5").is_file():
+        target = folder if _is_writable(folder) else Path(pooch.os_cache("scmsi")) / subdir
+        for f in _TENX_FILES:
+            pooch.retrieve(
+                _TENX_URL.format(name=name, file=f),
+                known_hash=None,
+                fname=f,
+                path=target,
+                processor=pooch.Untar(extract_dir=".") if f.endswith(".tar.gz") else None,
+                progressbar=False,
+            )
+        folder = target
+    return read_visium(folder, library_id=name)
+
+
+DLPFC_SECTIONS = ("151674", "151675", "151510")
+
+
+def dlpfc(section: str = "151674") -> ad.AnnData:
+    """DLPFC (Maynard et al. 2021, spatialLIBD) Visium section with its 7 layer labels.
+
+    Parameters
+    ----------
+    section
+        ``"151674"`` or ``"151675"`` (5,000 genes, no image; coordinates in the Banksy authors'
+        units) or ``"151510"`` (500 genes only; Space Ranger folder with a 600x600 low-res H&E).
+
+    Returns
+    -------
+    AnnData: raw counts in ``.X`` (CSR float32), ``obsm["spatial"]``, ``obs["domain"]`` (layer,
+    NaN for unannotated spots), ``uns["spatial"]`` for 151510.
+    """
+    section = str(section)
+    if section not in DLPFC_SECTIONS:
+        raise ValueError(f"DLPFC section must be one of {DLPFC_SECTIONS}, got {section!r}.")
+    folder = data_dir() / "dlpfc"
+    if section == "151510":
+        from .spatial import read_visium
+
+        adata = read_visium(folder / "151510", library_id="151510")
+        meta = pd.read_csv(folder / "151510" / "metadata.tsv", sep="\t", index_col=0)
+        layer = meta["layer_guess_reordered"].reindex(adata.obs_names)
+    else:
+        f = folder / f"dlpfc_{section}.h5ad"
+        if not f.is_file():
+            raise FileNotFoundError(
+                f"{f} not found: convert the Banksy authors' data/dlpfc{section}.rda "
+                "(prabhakarlab/Banksy) as described in the data folder's SOURCE.md."
+            )
+        adata = ad.read_h5ad(f)
+        adata.X = sparse.csr_matrix(adata.X, dtype=np.float32)
+        layer = adata.obs["layer"]
+    layer = layer.astype(object).where(layer.notna(), None)
+    names = {f"Layer{i}": f"L{i}" for i in range(1, 7)}
+    adata.obs["domain"] = pd.Categorical(
+        [names.get(v, v) if v is not None else np.nan for v in layer]
+    )
+    adata.obs["section"] = section
+    return adata
+
+
+HER2ST_SECTIONS = ("A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1")
+
+
+def her2st(section: str = "A1", image: bool = True) -> ad.AnnData:
+    """HER2+ breast cancer legacy ST section (Andersson et al. 2021) with pathologist labels.
+
+    Parameters
+    ----------
+    section
+        One of :data:`HER2ST_SECTIONS` (the 8 annotated sections).
+    image
+        Attach the H&E (only A1 has one here: the repository's 2000-px display copy, scale
+        2000/6954 of the original, spot coordinates in original pixels).
+
+    Returns
+    -------
+    AnnData read with :func:`scmsi.spatial.read_st`; ``obs["domain"]`` = pathologist label.
+    """
+    from .spatial import read_st
+
+    if section not in HER2ST_SECTIONS:
+        raise ValueError(f"her2st section must be one of {HER2ST_SECTIONS}, got {section!r}.")
+    folder = data_dir() / "her2st"
+    img = folder / "images" / f"{section}_HE_image_dark.png"
+    adata = read_st(
+        folder / "ST-cnts" / f"{section}.tsv.gz",
+        folder / "ST-spotfiles" / f"{section}_selection.tsv",
+        image=img if image and img.is_file() else None,
+        image_scale=2000 / 6954,
+        library_id=section,
+    )
+    lbl = pd.read_csv(folder / "ST-pat-lbl" / f"{section}_labeled_coordinates.tsv", sep="\t")
+    lbl = lbl.dropna(subset=["x", "y"])
+    lbl.index = [
+        f"{int(round(x))}x{int(round(y))}" for x, y in zip(lbl["x"], lbl["y"], strict=True)
+    ]
+    lbl = lbl[~lbl.index.duplicated()]
+    adata.obs["domain"] = pd.Categorical(lbl["label"].reindex(adata.obs_names).to_numpy())
+    adata.obs["section"] = section
+    return adata
+
+
+def breast_cancer_visium(with_expression: bool = False) -> ad.AnnData:
+    """10x Visium human breast cancer, block A section 1, with SEDR's 20-region annotation.
+
+    The shared data folder holds the Space Ranger ``spatial/`` folder (positions, scale
+    factors, 600x600 low-res H&E) and the annotation, but **no count matrix**: the AnnData has
+    the 3,798 in-tissue spots and no genes (for image-only analysis). ``with_expression=True``
+    downloads the 10x matrix and ``spatial/`` (V1_Breast_Cancer_Block_A_Section_1).
+
+    Returns
+    -------
+    AnnData with ``obsm["spatial"]``, ``uns["spatial"]`` (``lowres`` image), ``obs["domain"]``
+    (``fine_annot_type``, 20 regions) and ``obs["annot_type"]`` (4 classes).
+    """
+    from .spatial import read_visium
+
+    folder = data_dir() / "breast_cancer_visium"
+    if with_expression:
+        adata = _visium_10x("V1_Breast_Cancer_Block_A_Section_1", "breast_cancer_visium_10x")
+    else:
+        adata = read_visium(folder, library_id="V1_Breast_Cancer_Block_A_Section_1")
+    meta = pd.read_csv(folder / "metadata_SEDR_analyses.tsv", sep="\t", index_col=0)
+    meta = meta.reindex(adata.obs_names)
+    adata.obs["domain"] = pd.Categorical(meta["fine_annot_type"].to_numpy())
+    adata.obs["annot_type"] = pd.Categorical(meta["annot_type"].to_numpy())
+    return adata
+
+
+def mouse_brain_anterior() -> ad.AnnData:
+    """10x Visium mouse brain, sagittal anterior section 1 (downloaded from 10x; no labels)."""
+    return _visium_10x("V1_Mouse_Brain_Sagittal_Anterior", "mouse_brain_anterior")
+
+
+SPATIAL_DATASETS: dict[str, Callable[..., ad.AnnData]] = {
+    "dlpfc": dlpfc,
+    "her2st": her2st,
+    "breast_cancer_visium": breast_cancer_visium,
+    "mouse_brain_anterior": mouse_brain_anterior,
+}
+DATASETS.update(SPATIAL_DATASETS)
+__all__ += [*SPATIAL_DATASETS, "SPATIAL_DATASETS", "DLPFC_SECTIONS", "HER2ST_SECTIONS"]

@@ -333,3 +333,22 @@ def transfer_labels(
     query.obs[f"{label_key}_confidence"] = (
         votes[np.arange(len(best)), best] / votes.sum(1)
     ).astype(np.float32)
+
+
+# Spatial domains (see scmsi.spatial): re-exported here so that `scmsi.tl` has every tool.
+from .spatial import refine_domains, smooth, spatial_domains  # noqa: E402
+
+__all__ = [
+    "cluster",
+    "coefficient_embedding",
+    "coefficient_pca",
+    "embed_and_cluster",
+    "leiden",
+    "leiden_auto",
+    "map_query",
+    "project_coefficients",
+    "refine_domains",
+    "smooth",
+    "spatial_domains",
+    "transfer_labels",
+]
