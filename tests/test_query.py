@@ -143,3 +143,15 @@ def test_load_query_data_from_a_one_batch_reference():
     qmodel = scmsi.SCMSI.load_query_data(query, model)
     # scvi-tools drops the batch column of a one-batch model; the padded one must add nothing
     np.testing.assert_allclose(qmodel.get_coefficients(ref), model.get_coefficients(ref), atol=1e-7)
+
+
+def test_load_query_data_with_an_rna_only_query(reference_and_query):
+    model, _, query = reference_and_query
+    rna_only = mu.MuData({"rna": query["rna"].copy()})
+    rna_only.obs["batch"] = query.obs["batch"].to_numpy()
+    qmodel = scmsi.SCMSI.load_query_data(rna_only, model)
+    assert not qmodel._observed()["prot"].any()
+    qmodel.train(max_epochs=2, enable_progress_bar=False)
+    assert qmodel.get_coefficients().shape == (query.n_obs, 30)
+    mean, sd = qmodel.impute(modality="prot", n_samples=3)
+    assert mean.shape == (query.n_obs, 6) and np.isfinite(sd.to_numpy()).all()
