@@ -32,3 +32,18 @@ def test_coefficient_embedding_is_linear_cost_shape():
     c = np.random.default_rng(0).random((500, 30))
     emb = scmsi.tl.coefficient_embedding(c, n_comps=5)
     assert emb.shape == (500, 5)
+
+
+def test_leiden_auto_finds_separated_groups_without_labels():
+    from anndata import AnnData
+
+    from scmsi.tl import leiden_auto
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], dtype=float)
+    x = np.vstack([c + rng.normal(size=(80, 2)) for c in centres]).astype(np.float32)
+    ad = AnnData(obsm={"X": x}, obs=None, shape=(len(x), 0))
+    sc.pp.neighbors(ad, use_rep="X", n_neighbors=15, random_state=0)
+    labels, info = leiden_auto(ad.obsp["connectivities"], x, seed=0)
+    assert len(labels.categories) == 4
+    assert len(info["silhouette"]) == len(info["resolutions"])

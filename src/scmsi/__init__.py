@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, pl, pp, tl
+from . import datasets, pl, pp, spatial, tl
 from ._model import SCMSI
 
 try:
@@ -10,4 +10,4 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["SCMSI", "datasets", "pl", "pp", "tl", "__version__"]
+__all__ = ["SCMSI", "datasets", "pl", "pp", "spatial", "tl", "__version__"]

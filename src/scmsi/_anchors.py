@@ -36,21 +36,50 @@ def lognormalize(x, target_sum: float = 1e4):
     return np.log1p(x * scale[:, None])
 
 
+def anchor_features(x, kind: str = "counts"):
+    """The matrix whose PCA anchors are chosen from, by modality type.
+
+    counts/protein: log-normalised; accessibility: TF-IDF of binarised peaks (as LSI), log1p;
+    continuous: as given (PCA centres it).
+    """
+    if kind in ("counts", "protein"):
+        return lognormalize(x)
+    if kind == "accessibility":
+        b = sparse.csr_matrix(x, dtype=np.float32, copy=True)
+        b.data = (b.data > 0).astype(np.float32)
+        b.eliminate_zeros()
+        idf = np.log1p(b.shape[0] / np.maximum(np.asarray(b.sum(axis=0)).ravel(), 1.0))
+        tf = sparse.diags(1.0 / np.maximum(np.asarray(b.sum(axis=1)).ravel(), 1.0)) @ b
+        tfidf = sparse.csr_matrix(tf @ sparse.diags(idf.astype(np.float32)))
+        tfidf.data = np.log1p(tfidf.data * 1e4)
+        return tfidf
+    if kind == "continuous":
+        return (
+            sparse.csr_matrix(x, dtype=np.float32)
+            if sparse.issparse(x)
+            else np.asarray(x, np.float32)
+        )
+    raise ValueError(f"Unknown modality type {kind!r}.")
+
+
 def select_anchors(
     x,
     n_anchors: int,
+    kind: str = "counts",
     n_pcs: int = 50,
     seed: int = 0,
     minibatch_threshold: int = 50_000,
 ) -> np.ndarray:
-    """Choose anchor cells: PCA of log-normalised expression, K-means, nearest cell per centre.
+    """Choose anchor cells: PCA of (log-normalised) data, K-means, nearest cell per centre.
 
     Parameters
     ----------
     x
-        Raw counts, shape ``(n_cells, n_features)``, dense or sparse.
+        Data of one modality, shape ``(n_cells, n_features)``, dense or sparse.
     n_anchors
         Number of anchors ``A``.
+    kind
+        Modality type, which sets the transform before PCA (:func:`anchor_features`).
     n_pcs
         Principal components used for K-means.
     seed
@@ -63,7 +92,7 @@ def select_anchors(
     Sorted, unique cell indices, shape ``(A,)``.
     """
     n_cells = x.shape[0]
-    logx = lognormalize(x)
+    logx = anchor_features(x, kind)
     n_comps = int(min(n_pcs, n_cells - 1, x.shape[1] - 1))
     pcs = sc.pp.pca(logx, n_comps=n_comps, random_state=seed)
     if n_cells > minibatch_threshold:

@@ -1,6 +1,8 @@
 """One class per modality type: how it is encoded, decoded and scored.
 
-Every head sees the *rebuilt* latent ``z_hat = C z_anchor`` and returns per-cell losses of shape
+Types: ``counts`` (NB/ZINB), ``protein`` (totalVI's NB mixture), ``accessibility`` (Bernoulli on
+binarised peaks or Poisson on fragments) and ``continuous`` (Gaussian). Every head sees the
+*rebuilt* latent ``z_hat = C z_anchor`` and returns per-cell losses of shape
 ``(B,)``, so the module sums modalities without knowing their types.
 """
 
@@ -15,7 +17,7 @@ from scvi.distributions import (
 )
 from scvi.nn import DecoderSCVI, FCLayers
 from torch import nn
-from torch.distributions import Normal
+from torch.distributions import Normal, Poisson
 from torch.distributions import kl_divergence as kl
 
 
@@ -212,9 +214,80 @@ class ContinuousHead(ModalityHead):
         return params["mean"]
 
 
+class AccessibilityHead(ModalityHead):
+    """Chromatin accessibility: Bernoulli on binarised peaks, or Poisson on fragment counts.
+
+    Bernoulli (PeakVI/MultiVI): ``p_nj = sigmoid(f_j(z)) * sigmoid(r_j) * l_n`` with a region
+    factor ``r_j`` (peaks differ in how often they are captured at all) and a cell factor
+    ``l_n`` (sequencing depth). PeakVI encodes ``l_n`` with a second encoder over all peaks;
+    here ``l_n = sigmoid(a * logit(d_n) + b)`` is a learned function of the cell's observed
+    fraction of open peaks ``d_n``, which costs nothing per step. Any value > 0 counts as open.
+
+    Poisson: ``x_nj ~ Poisson(L_n * softmax(f(z))_j)`` with the observed total ``L_n``, for
+    integer fragment or insertion counts.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_latent: int,
+        n_batch: int,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        likelihood: str = "bernoulli",
+    ):
+        super().__init__()
+        if likelihood not in ("bernoulli", "poisson"):
+            raise ValueError(
+                f"accessibility likelihood must be 'bernoulli' or 'poisson', got {likelihood!r}."
+            )
+        self.likelihood = likelihood
+        self.net = FCLayers(
+            n_latent,
+            n_hidden,
+            n_cat_list=[n_batch],
+            n_layers=n_layers,
+            n_hidden=n_hidden,
+            dropout_rate=0.0,
+            use_batch_norm=False,
+            use_layer_norm=True,
+        )
+        self.logits = nn.Linear(n_hidden, n_features)
+        self.region_factor = nn.Parameter(torch.zeros(n_features))
+        # l_n starts close to the observed depth ordering but saturating near 1.
+        self.depth_weight = nn.Parameter(torch.ones(1))
+        self.depth_bias = nn.Parameter(torch.full((1,), 2.0))
+
+    def encoder_input(self, x):
+        return (x > 0).to(x.dtype) if self.likelihood == "bernoulli" else torch.log1p(x)
+
+    def decode(self, z, x, batch_index):
+        logits = self.logits(self.net(z, batch_index))
+        if self.likelihood == "poisson":
+            scale = torch.softmax(logits, dim=-1)
+            return {"scale": scale, "rate": scale * x.sum(-1, keepdim=True), "_n": z.shape[0]}
+        depth = (x > 0).to(z.dtype).mean(-1, keepdim=True).clamp(1e-4, 1 - 1e-4)
+        cell = torch.sigmoid(self.depth_weight * torch.logit(depth) + self.depth_bias)
+        access = torch.sigmoid(logits) * torch.sigmoid(self.region_factor)
+        return {"access": access, "prob": access * cell, "_n": z.shape[0]}
+
+    def reconstruction_loss(self, x, params):
+        if self.likelihood == "poisson":
+            return -Poisson(params["rate"].clamp(min=1e-8)).log_prob(x).sum(-1)
+        target = (x > 0).to(params["prob"].dtype)
+        prob = params["prob"].clamp(1e-6, 1 - 1e-6)
+        return nn.functional.binary_cross_entropy(prob, target, reduction="none").sum(-1)
+
+    def normalized(self, params):
+        """Bernoulli: accessibility probability at full depth (PeakVI's estimate); Poisson:
+        the share of the cell's fragments in each region."""
+        return params["scale"] if self.likelihood == "poisson" else params["access"]
+
+
 HEADS: dict[str, type[ModalityHead]] = {
     "counts": CountsHead,
     "protein": ProteinHead,
+    "accessibility": AccessibilityHead,
     "continuous": ContinuousHead,
 }
 

@@ -7,6 +7,7 @@ import contextvars
 import logging
 import re
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,9 @@ _KIND_BY_NAME = {
     "protein": "protein",
     "adt": "protein",
     "proteins": "protein",
+    "atac": "accessibility",
+    "peaks": "accessibility",
+    "accessibility": "accessibility",
 }
 _ANNDATA_RNA, _ANNDATA_PROT = "rna", "prot"
 # True while `load`/`load_query_data` build a model whose anchors come from a saved state.
@@ -79,14 +83,17 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     anchors
         Anchor cells as integer positions or cell names; chosen by PCA + K-means when None.
     anchor_modality
-        Modality whose log-normalised expression is clustered to choose anchors; default the
-        first ``counts`` modality.
+        Modality whose PCA is clustered to choose anchors; default the first modality of
+        type ``counts``, else ``continuous``, ``accessibility``, ``protein``.
     n_hidden, n_layers, dropout_rate
         Network widths, depth and encoder dropout.
     n_embed
         Query/key dimension of the self-expressive networks.
     gene_likelihood
         ``"nb"`` (default) or ``"zinb"`` for ``counts`` modalities.
+    accessibility_likelihood
+        ``"bernoulli"`` (default; peaks binarised, as PeakVI/MultiVI) or ``"poisson"``
+        (integer fragment counts) for ``accessibility`` modalities.
     lambda_se, lambda_contrast
         Weights of the self-expressive and contrastive losses.
     lambda_cross
@@ -127,6 +134,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         dropout_rate: float = 0.1,
         n_embed: int = 64,
         gene_likelihood: str = "nb",
+        accessibility_likelihood: str = "bernoulli",
         lambda_se: float = 1.0,
         lambda_contrast: float = 0.1,
         lambda_cross: float | None = None,
@@ -158,13 +166,15 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 len(candidates),
                 "cells" if complete.all() else "cells with every modality",
             )
-            anchor_mod = anchor_modality or next(
-                (s.name for s in specs if s.kind == "counts"), specs[0].name
-            )
+            kinds = {s.name: s.kind for s in specs}
+            preference = ("counts", "continuous", "accessibility", "protein")
+            anchor_mod = anchor_modality or min(kinds, key=lambda m: preference.index(kinds[m]))
             if anchor_mod not in data:
                 raise ValueError(f"anchor_modality {anchor_mod!r} is not one of {list(data)}.")
             x_anchor = data[anchor_mod] if complete.all() else data[anchor_mod][candidates]
-            anchor_idx = candidates[select_anchors(x_anchor, n_anchors, seed=seed)]
+            anchor_idx = candidates[
+                select_anchors(x_anchor, n_anchors, kind=kinds[anchor_mod], seed=seed)
+            ]
         elif _FROM_STATE.get() and not self._has_cells(anchors):
             # `load`/`load_query_data` on other cells: the anchors' data come from the state.
             anchor_idx = None
@@ -191,6 +201,10 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         # `load` re-runs __init__: store the chosen anchors so it needs no second K-means.
         self.init_params_["non_kwargs"]["anchors"] = self.anchor_names_.tolist()
 
+        if accessibility_likelihood == "poisson":
+            for s in specs:
+                if s.kind == "accessibility":
+                    val.check_counts(data[s.name], f"modality '{s.name}' (Poisson accessibility)")
         if lambda_cross is None:  # imputation is a training goal when some cells lack a modality
             lambda_cross = 0.0 if complete.all() else 1.0
         self.init_params_["non_kwargs"]["lambda_cross"] = lambda_cross
@@ -213,6 +227,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             dropout_rate=dropout_rate,
             n_embed=n_embed,
             gene_likelihood=gene_likelihood,
+            accessibility_likelihood=accessibility_likelihood,
             lambda_se=lambda_se,
             lambda_contrast=lambda_contrast,
             lambda_cross=lambda_cross,
@@ -252,8 +267,11 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             (some cells lack a modality) pass the output of :func:`scmsi.pp.pad_modalities`.
         modalities
             ``{modality name: type}`` with type one of ``"counts"`` (NB/ZINB), ``"protein"``
-            (NB mixture with background) or ``"continuous"`` (Gaussian). Default: every
-            modality named like ``rna``/``gex`` -> counts and ``prot``/``adt`` -> protein.
+            (NB mixture with background), ``"accessibility"`` (peaks: Bernoulli on binarised
+            values or Poisson on fragments) or ``"continuous"`` (Gaussian: processed features,
+            normalised matrices). Any number of modalities. Default: every modality named like
+            ``rna``/``gex`` -> counts, ``prot``/``adt`` -> protein, ``atac``/``peaks`` ->
+            accessibility. Sparse matrices stay sparse; minibatches are densified one at a time.
         layers
             ``{modality name: layer}``; a missing entry or None uses ``.X``.
         batch_key
@@ -649,12 +667,14 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         return_all: bool = False,
+        fusion: Literal["mean", "adaptive"] = "mean",
     ) -> np.ndarray | dict[str, np.ndarray]:
         """Self-expressive coefficients of cells over the anchors, shape ``(N, A)``.
 
-        The fused affinity is the mean over modalities of each modality's coefficients
-        normalised to sum to one per cell, so every modality's "who are my neighbours" counts
-        equally whatever the scale of its coefficients. A cell that lacks a modality is fused
+        The fused affinity is a weighted mean over modalities of each modality's coefficients
+        normalised to sum to one per cell, so no modality counts more for the scale of its
+        coefficients. ``fusion="mean"`` weighs modalities equally; ``"adaptive"`` uses the
+        per-cell weights of :meth:`get_modality_weights`. A cell that lacks a modality is fused
         over the modalities it has, and its coefficients in the missing modality are the mean
         of those (what rebuilds its latent there).
 
@@ -672,22 +692,57 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Minibatch size.
         return_all
             Return ``{"fused": ..., name: C^m, ..., "observed": {name: bool (N,)}}``.
+        fusion
+            ``"mean"`` or ``"adaptive"`` (see above).
         """
         if modality is not None:
             self._check_modality_name(modality)
-        parts = {m: [] for m in self.modality_names}
-        masks = {m: [] for m in self.modality_names}
+        if fusion not in ("mean", "adaptive"):
+            raise ValueError(f"fusion must be 'mean' or 'adaptive', got {fusion!r}.")
+        names = self.modality_names
+        parts = {m: [] for m in names}
+        masks = {m: [] for m in names}
+        errors = []
         with self._registered_data(adata) as adata_v:
             for _, inf, _ in self._outputs(adata_v, indices, batch_size):
                 for m in parts:
                     parts[m].append(inf["coef"][m].cpu().numpy())
                     masks[m].append(inf["observed"][m].cpu().numpy())
+                if fusion == "adaptive":
+                    errors.append(_cross_rebuild_errors(inf, names))
         coefs = {m: np.concatenate(v) for m, v in parts.items()}
         observed = {m: np.concatenate(v) for m, v in masks.items()}
         if modality is not None and not return_all:
             return coefs[modality]
-        fused = fuse_coefficients(list(coefs.values()), list(observed.values()))
+        weights = modality_weights(np.concatenate(errors)) if fusion == "adaptive" else None
+        fused = fuse_coefficients([coefs[m] for m in names], [observed[m] for m in names], weights)
         return {"fused": fused, **coefs, "observed": observed} if return_all else fused
+
+    def get_modality_weights(
+        self,
+        adata: MuData | AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> pd.DataFrame:
+        """Per-cell modality weights of the adaptive fusion, cells x modalities (rows sum to 1).
+
+        Like WNN's weights, but read from the coefficients: modality m's coefficients of cell
+        n (normalised to sum to 1) rebuild the cell's latent in *every* modality m' from the
+        anchors' latents, ``z^m'_n ~ c^m_n Z^m'_anchor``. The squared errors, each divided by
+        the median error of modality m' rebuilt by its own coefficients, are averaged over m'
+        into a score ``s_nm``; the weights are ``softmax_m(-s_nm)``. A modality whose
+        neighbours explain the cell in all modalities gets more weight; one whose neighbours
+        mix cell types (noisy or uninformative data) gets less. Cost O(N * A * n_latent * M^2).
+        """
+        names = self.modality_names
+        with self._registered_data(adata) as adata_v:
+            errors = [
+                _cross_rebuild_errors(inf, names)
+                for _, inf, _ in self._outputs(adata_v, indices, batch_size)
+            ]
+            obs = adata_v.obs_names
+        cells = obs if indices is None else obs[np.asarray(indices)]
+        return pd.DataFrame(modality_weights(np.concatenate(errors)), index=cells, columns=names)
 
     def get_normalized_expression(
         self,
@@ -1018,20 +1073,48 @@ class _DecodeRebuiltAfter(Callback):
 
 
 def fuse_coefficients(
-    coefs: list[np.ndarray], observed: list[np.ndarray] | None = None
+    coefs: list[np.ndarray],
+    observed: list[np.ndarray] | None = None,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Mean of row-normalised coefficient matrices, shape ``(N, A)``; rows sum to 1.
+    """Weighted mean of row-normalised coefficient matrices, shape ``(N, A)``; rows sum to 1.
 
-    With ``observed`` (one bool ``(N,)`` per matrix), each cell averages only the modalities
-    it has.
+    ``observed``: one bool ``(N,)`` per matrix; each cell averages only the modalities it has.
+    ``weights``: ``(N, M)`` per-cell modality weights; None weighs modalities equally.
     """
+    n, n_mod = coefs[0].shape[0], len(coefs)
+    w = np.ones((n, n_mod), np.float32) if weights is None else np.asarray(weights, np.float32)
+    if observed is not None:
+        w = w * np.stack([np.asarray(o, np.float32) for o in observed], 1)
+    w = w / np.maximum(w.sum(1, keepdims=True), 1e-12)
     fused = np.zeros_like(coefs[0], dtype=np.float32)
-    count = np.zeros((coefs[0].shape[0], 1), dtype=np.float32)
     for i, c in enumerate(coefs):
-        w = 1.0 if observed is None else observed[i].astype(np.float32)[:, None]
-        fused += w * c / np.maximum(c.sum(1, keepdims=True), 1e-12)
-        count += w
-    return fused / np.maximum(count, 1.0)
+        fused += w[:, i : i + 1] * c / np.maximum(c.sum(1, keepdims=True), 1e-12)
+    return fused
+
+
+def _cross_rebuild_errors(inf: dict, names: list[str]) -> np.ndarray:
+    """``err[n, m, m'] = ||z^m'_n - c~^m_n Z^m'_anchor||^2`` for one minibatch, ``(B, M, M)``."""
+    out = []
+    for m in names:
+        c = inf["coef"][m]
+        c = c / c.sum(-1, keepdim=True).clamp(min=1e-12)
+        row = [(inf["z"][t] - c @ inf["z_anchor"][t]).pow(2).sum(-1) for t in names]
+        out.append(torch.stack(row, -1))
+    return torch.stack(out, 1).cpu().numpy()
+
+
+def modality_weights(errors: np.ndarray) -> np.ndarray:
+    """Per-cell modality weights ``(N, M)`` from cross-rebuild errors ``(N, M, M)``.
+
+    Each target modality's errors are scaled by the median error of its own rebuild, so
+    modalities with large or small latent spreads are comparable; ``softmax(-mean score)``.
+    """
+    own = np.median(np.einsum("nmm->nm", errors), axis=0)  # (M,)
+    score = (errors / np.maximum(own, 1e-12)[None, None, :]).mean(-1)  # (N, M)
+    score = score - score.min(1, keepdims=True)
+    w = np.exp(-score)
+    return (w / w.sum(1, keepdims=True)).astype(np.float32)
 
 
 def _modality_kinds(setup_args: dict) -> dict[str, str]:
@@ -1060,7 +1143,11 @@ def _check_modality(x, name: str, kind: str, obs_names) -> None:
     label = f"modality '{name}'"
     if HEADS[kind].requires_counts:
         val.check_counts(x, label)
-        if kind == "counts":
-            val.check_nonempty_cells(x, label, obs_names)
+    elif kind == "accessibility":
+        val.check_nonnegative(x, label, kind)
     else:
         val.check_finite(x, label)
+    if kind == "counts":
+        val.check_not_binary(x, label)
+    if kind in ("counts", "accessibility"):  # their likelihoods use the cell's depth
+        val.check_nonempty_cells(x, label, obs_names)

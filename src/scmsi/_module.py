@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
-from scvi.nn import Encoder
 from torch import nn
 from torch.distributions import Normal
 from torch.distributions import kl_divergence as kl
 
+from ._encoders import make_encoder
 from ._likelihoods import HEADS
 from ._mosaic import mask_registry_key
 from ._selfexpression import SelfExpressiveNetwork, elastic_net
@@ -63,6 +63,8 @@ class SCMSIModule(BaseModuleClass):
         Query/key embedding dimension of the self-expressive networks.
     gene_likelihood
         ``"nb"`` or ``"zinb"`` for ``counts`` modalities.
+    accessibility_likelihood
+        ``"bernoulli"`` (binarised peaks) or ``"poisson"`` for ``accessibility`` modalities.
     lambda_se, lambda_contrast
         Weights of the self-expressive and contrastive terms (paper code: 1 and 0.1).
     lambda_cross
@@ -88,6 +90,7 @@ class SCMSIModule(BaseModuleClass):
         dropout_rate: float = 0.1,
         n_embed: int = 64,
         gene_likelihood: str = "nb",
+        accessibility_likelihood: str = "bernoulli",
         lambda_se: float = 1.0,
         lambda_contrast: float = 0.1,
         lambda_cross: float = 0.0,
@@ -109,26 +112,22 @@ class SCMSIModule(BaseModuleClass):
         self.heads = nn.ModuleDict()
         gen = torch.Generator().manual_seed(0)
         for spec in self.modalities:
-            # Layer norm, not batch norm: anchors and cells pass the encoder separately.
-            self.encoders[spec.name] = Encoder(
-                spec.n_features,
-                n_latent,
-                n_cat_list=[n_batch],
-                n_layers=n_layers,
-                n_hidden=n_hidden,
-                dropout_rate=dropout_rate,
-                use_batch_norm=False,
-                use_layer_norm=True,
+            sparse_input = spec.kind == "accessibility"
+            self.encoders[spec.name] = make_encoder(
+                spec.n_features, n_latent, n_batch, n_hidden, n_layers, dropout_rate, sparse_input
             )
             self.senets[spec.name] = SelfExpressiveNetwork(n_latent, n_hidden, n_embed)
             kwargs = {"n_hidden": n_hidden, "n_layers": n_layers}
             if spec.kind == "counts":
                 kwargs["likelihood"] = gene_likelihood
+            if spec.kind == "accessibility":
+                kwargs["likelihood"] = accessibility_likelihood
             if spec.kind == "protein" and spec.name in protein_priors:
                 kwargs["prior_mean"], kwargs["prior_scale"] = protein_priors[spec.name]
             self.heads[spec.name] = HEADS[spec.kind](spec.n_features, n_latent, n_batch, **kwargs)
             xa = torch.as_tensor(np.asarray(anchor_data[spec.name]), dtype=torch.float32)
             self.register_buffer(f"anchor_x_{spec.name}", xa)
+            self.register_buffer(f"anchor_in_{spec.name}", None, persistent=False)
             self.register_buffer(
                 f"fingerprint_{spec.name}",
                 torch.randn(spec.n_features, _N_FINGERPRINTS, generator=gen),
@@ -136,11 +135,10 @@ class SCMSIModule(BaseModuleClass):
         self.register_buffer(
             "anchor_batch", torch.as_tensor(np.asarray(anchor_batch), dtype=torch.long)[:, None]
         )
-        # Anchor data never change: fingerprint them once, not at every step.
-        anchors = {s.name: self.anchor_x(s.name) for s in self.modalities}
-        self.register_buffer("anchor_fingerprint", self._fingerprint(anchors), persistent=False)
-        # `load`/`load_query_data` replace the anchors' data: fingerprint them again.
-        self.register_load_state_dict_post_hook(_refresh_fingerprint)
+        self.register_buffer("anchor_fingerprint", None, persistent=False)
+        self._cache_anchor_inputs()
+        # `load`/`load_query_data` replace the anchors' data: derive the caches again.
+        self.register_load_state_dict_post_hook(_refresh_anchor_caches)
         # Decoders read z during pre-training, then z_hat (see `SCMSI.train`). Starting on z_hat
         # falls into a degenerate optimum: coefficients ~0, z_hat ~0, decoders ignore it.
         self.register_buffer("decode_rebuilt", torch.tensor(True))
@@ -151,6 +149,20 @@ class SCMSIModule(BaseModuleClass):
 
     def anchor_x(self, name: str) -> torch.Tensor:
         return getattr(self, f"anchor_x_{name}")
+
+    @torch.no_grad()
+    def _cache_anchor_inputs(self) -> None:
+        """Anchor data never change: fingerprint them and transform their encoder input once
+        (sparse for peaks), not at every step."""
+        anchors = {s.name: self.anchor_x(s.name) for s in self.modalities}
+        self.anchor_fingerprint = self._fingerprint(anchors)
+        for s in self.modalities:
+            xin = self.heads[s.name].encoder_input(anchors[s.name])
+            setattr(
+                self,
+                f"anchor_in_{s.name}",
+                xin.to_sparse_csr() if s.kind == "accessibility" else xin,
+            )
 
     def _fingerprint(self, xs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Random projections of all modalities, ``(B, 3)``: equal rows = the same cell."""
@@ -232,7 +244,9 @@ class SCMSIModule(BaseModuleClass):
             qz_m, qz_v, z = enc(head.encoder_input(xs[name]), batch_index)
             if use_mean:
                 z = qz_m
-            za, _, _ = enc(head.encoder_input(self.anchor_x(name)), self.anchor_batch)
+            za_mean, _, za = enc(getattr(self, f"anchor_in_{name}"), self.anchor_batch)
+            if use_mean:  # outputs must not depend on a draw of the anchors' latents
+                za = za_mean
             out["qz"][name] = Normal(qz_m, qz_v.sqrt())
             out["z"][name], out["z_anchor"][name] = z, za
             out["coef"][name] = self.senets[name](z, za, mask)
@@ -408,7 +422,5 @@ def expression(head, params: dict, include_protein_background: bool = False) -> 
     return head.normalized(params)
 
 
-def _refresh_fingerprint(module: SCMSIModule, incompatible_keys) -> None:
-    with torch.no_grad():
-        anchors = {s.name: module.anchor_x(s.name) for s in module.modalities}
-        module.anchor_fingerprint = module._fingerprint(anchors)
+def _refresh_anchor_caches(module: SCMSIModule, incompatible_keys) -> None:
+    module._cache_anchor_inputs()

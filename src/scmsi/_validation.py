@@ -12,8 +12,6 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-COUNT_TYPES = ("counts", "protein")
-
 
 def _values(x) -> np.ndarray:
     """The stored values of a dense or sparse matrix (zeros of a sparse matrix are implicit)."""
@@ -58,9 +56,32 @@ def check_counts(x, name: str) -> None:
         )
 
 
+def check_nonnegative(x, name: str, kind: str) -> None:
+    """Raise if ``x`` holds negative values (a ``kind`` modality cannot)."""
+    check_finite(x, name)
+    v = _values(x)
+    if v.size and float(v.min()) < 0:
+        raise ValueError(
+            f"{name} contains negative values (min {float(v.min()):.4g}), impossible for "
+            f"'{kind}' data. Pass the raw (or binarised) matrix, or declare this modality "
+            "'continuous' if it is a centred or scaled matrix."
+        )
+
+
+def check_not_binary(x, name: str) -> None:
+    """Raise if count data hold only 0/1 (binarised peaks passed as gene counts)."""
+    v = _values(x)
+    if v.size >= 1000 and float(v.max(initial=0)) <= 1:
+        raise ValueError(
+            f"{name} holds only 0/1 values; a negative binomial needs counts. If these are "
+            "binarised peaks, declare the modality as 'accessibility'; if they are gene counts, "
+            "pass the layer with the raw counts."
+        )
+
+
 def check_nonempty_cells(x, name: str, obs_names: Sequence[str]) -> None:
     """Raise if some cells have zero total counts (their library size would be log(0))."""
-    totals = np.asarray(x.sum(axis=1)).ravel()
+    totals = np.asarray(abs(x).sum(axis=1)).ravel()
     empty = np.flatnonzero(totals <= 0)
     if empty.size:
         examples = ", ".join(map(str, np.asarray(obs_names)[empty[:5]]))

@@ -114,3 +114,144 @@ def protein_denoising(
 
 def _dense(x) -> np.ndarray:
     return np.asarray(x.toarray() if hasattr(x, "toarray") else x)
+
+
+# ------------------------------------------------------------------------------- spatial
+def spatial_domains(
+    data,
+    color: Sequence[str] = ("scmsi_domain",),
+    library_id: str | None = None,
+    img_key: str | None = None,
+    image: bool = True,
+    ax_size: float = 5.0,
+    point_size: float | None = None,
+    alpha: float = 0.85,
+) -> plt.Figure:
+    """Domains (or any ``obs`` column) drawn on the tissue, spots over the H&E where there is one.
+
+    Parameters
+    ----------
+    data
+        AnnData/MuData with ``obsm["spatial"]`` (full-res pixels) and, optionally, an image in
+        ``uns["spatial"][library_id]``.
+    color
+        ``obs`` columns, one panel each (categorical: one colour per value).
+    img_key
+        ``"hires"``/``"lowres"``/``"fullres"``; default the best stored.
+    image
+        Draw the H&E under the spots when there is one.
+    """
+    from .spatial import get_image
+
+    xy = np.asarray(data.obsm["spatial"], dtype=float)
+    img, scale = None, 1.0
+    if image:
+        try:
+            img, scale, _ = get_image(data, library_id, img_key)
+        except KeyError:
+            img = None
+    xy = xy * scale
+    color = [c for c in color if c is not None]
+    fig, axes = plt.subplots(
+        1, len(color), figsize=(ax_size * len(color) + 1.5, ax_size), squeeze=False
+    )
+    span = np.ptp(xy, axis=0).max() if len(xy) else 1.0
+    n = max(len(xy), 1)
+    size = point_size or float(np.clip(0.6 * (ax_size * 72 * 1.0 / np.sqrt(n)) ** 2, 1, 200))
+    for ax, key in zip(axes[0], color, strict=True):
+        if key not in data.obs:
+            raise KeyError(f"obs[{key!r}] not found (available: {list(data.obs.columns)}).")
+        if img is not None:
+            ax.imshow(img)
+        values = data.obs[key]
+        if pd.api.types.is_numeric_dtype(values) and not isinstance(
+            values.dtype, pd.CategoricalDtype
+        ):
+            sca = ax.scatter(xy[:, 0], xy[:, 1], c=values, s=size, cmap="viridis", linewidths=0)
+            fig.colorbar(sca, ax=ax, shrink=0.6)
+        else:
+            values = values.astype(str)
+            cats = sorted(values.unique())
+            cmap = plt.get_cmap("tab20" if len(cats) > 10 else "tab10")
+            for i, cat in enumerate(cats):
+                sel = (values == cat).to_numpy()
+                ax.scatter(
+                    xy[sel, 0],
+                    xy[sel, 1],
+                    s=size,
+                    color="lightgrey" if cat == "nan" else cmap(i % cmap.N),
+                    label=cat,
+                    linewidths=0,
+                    alpha=alpha,
+                    rasterized=True,
+                )
+            ax.legend(
+                loc="center left",
+                bbox_to_anchor=(1, 0.5),
+                frameon=False,
+                fontsize=7,
+                markerscale=1.5,
+            )
+        if img is None:
+            ax.invert_yaxis()  # image convention: y grows downwards
+            ax.set_aspect("equal")
+        pad = 0.03 * span * scale if img is None else 0
+        ax.set_xlim(xy[:, 0].min() - pad - 20 * scale, xy[:, 0].max() + pad + 20 * scale)
+        ax.set_ylim(xy[:, 1].max() + pad + 20 * scale, xy[:, 1].min() - pad - 20 * scale)
+        ax.set_title(key)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def domain_markers(
+    adata,
+    groupby: str = "scmsi_domain",
+    n_genes: int = 3,
+    layer: str | None = None,
+    gene_symbols: str | None = None,
+) -> plt.Figure:
+    """Per-domain marker genes: z-scored mean log-expression of each domain's top genes.
+
+    Markers: Wilcoxon test of each domain against the rest (``scanpy.tl.rank_genes_groups`` on
+    log-normalised counts), ``n_genes`` per domain. ``adata`` holds raw counts (``.X`` or
+    ``layer``) and ``obs[groupby]``; for a MuData pass its RNA modality with the domains copied
+    to its ``obs``. The marker table is left in ``adata.uns["scmsi_domain_markers"]``.
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    from ._anchors import lognormalize
+
+    if groupby not in adata.obs:
+        raise KeyError(f"obs[{groupby!r}] not found; run scmsi.tl.spatial_domains first.")
+    x = adata.X if layer is None else adata.layers[layer]
+    tmp = ad.AnnData(lognormalize(x), obs=adata.obs[[groupby]].astype(str).astype("category"))
+    names = adata.var[gene_symbols] if gene_symbols else adata.var_names
+    tmp.var_names = pd.Index(np.asarray(names).astype(str))
+    tmp.var_names_make_unique()
+    sc.tl.rank_genes_groups(tmp, groupby, method="wilcoxon", n_genes=n_genes)
+    table = sc.get.rank_genes_groups_df(tmp, group=None)
+    adata.uns["scmsi_domain_markers"] = table
+    groups = list(tmp.obs[groupby].cat.categories)
+    genes = list(
+        dict.fromkeys(
+            table.sort_values(["group", "scores"], ascending=[True, False])
+            .groupby("group", observed=True)
+            .head(n_genes)["names"]
+        )
+    )
+    xm = _dense(tmp[:, genes].X)
+    means = pd.DataFrame(xm, columns=genes).groupby(tmp.obs[groupby].to_numpy()).mean()
+    means = means.loc[groups]
+    z = (means - means.mean()) / means.std().replace(0, 1)
+    fig, ax = plt.subplots(figsize=(0.35 * len(genes) + 2.5, 0.35 * len(groups) + 1.8))
+    im = ax.imshow(z.to_numpy(), aspect="auto", cmap="RdBu_r", vmin=-2, vmax=2)
+    ax.set_xticks(range(len(genes)), genes, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(groups)), groups, fontsize=8)
+    ax.set_xlabel("marker genes")
+    ax.set_ylabel(groupby)
+    fig.colorbar(im, ax=ax, shrink=0.6, label="z-scored mean log-expression")
+    fig.tight_layout()
+    return fig
