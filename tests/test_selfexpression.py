@@ -1,6 +1,6 @@
 import torch
 
-from scmsi._selfexpression import SelfExpressiveNetwork, elastic_net
+from scmsi._selfexpression import SelfExpressiveNetwork, elastic_net, locality_weights
 
 
 def test_coefficients_nonnegative_masked_and_never_empty():
@@ -22,3 +22,17 @@ def test_elastic_net():
     c = torch.tensor([[0.5, 0.0, 0.2]])
     expected = 0.9 * 0.7 + 0.05 * (0.25 + 0.04)
     assert torch.allclose(elastic_net(c, 0.9), torch.tensor([expected]))
+
+
+def test_locality_weights_penalise_far_anchors():
+    z = torch.zeros(2, 3)
+    za = torch.tensor([[0.1, 0.0, 0.0], [3.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    w = locality_weights(z, za)
+    assert w.shape == (2, 3)
+    assert torch.allclose(w.mean(-1), torch.ones(2))
+    near, far = torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0]])
+    assert elastic_net(near, 0.9, w[:1]) < elastic_net(far, 0.9, w[:1])
+    # Unweighted, the two cost the same: the paper's plain elastic net.
+    assert torch.allclose(elastic_net(near, 0.9), elastic_net(far, 0.9))
+    zq = torch.randn(4, 3, requires_grad=True)
+    assert not locality_weights(zq, za).requires_grad  # the encoder cannot shrink distances

@@ -107,6 +107,12 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         lacking a modality.
     gamma, lam
         Elastic-net weight and L1 share of the coefficient regulariser.
+    locality
+        Weigh each coefficient's L1 penalty by the latent distance between the cell and the
+        anchor, so that cells are expressed over nearby anchors (after SMCE, Elhamifar & Vidal
+        2011). Without it a modality can rebuild every cell from the anchors of one cell type
+        and its coefficients stop telling cell types apart. False gives the paper's plain
+        elastic net.
     seed
         Sets ``scvi.settings.seed`` before anchor selection, initialisation and training, so the
         same seed gives the same result on the same machine.
@@ -140,6 +146,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         lambda_cross: float | None = None,
         gamma: float = 1.0,
         lam: float = 0.9,
+        locality: bool = True,
         seed: int = 0,
     ):
         super().__init__(adata)
@@ -233,6 +240,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             lambda_cross=lambda_cross,
             gamma=gamma,
             lam=lam,
+            locality=locality,
             protein_priors=priors,
         )
         mods = ", ".join(f"{s.name} ({s.kind}, {s.n_features})" for s in specs)

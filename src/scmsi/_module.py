@@ -16,7 +16,7 @@ from torch.distributions import kl_divergence as kl
 from ._encoders import make_encoder
 from ._likelihoods import HEADS
 from ._mosaic import mask_registry_key
-from ._selfexpression import SelfExpressiveNetwork, elastic_net
+from ._selfexpression import SelfExpressiveNetwork, elastic_net, locality_weights
 
 _N_FINGERPRINTS = 3
 
@@ -74,6 +74,10 @@ class SCMSIModule(BaseModuleClass):
         which imputation of a missing modality relies on.
     gamma, lam
         Elastic-net weight and L1 share (paper: 1 and 0.9).
+    locality
+        Weigh each coefficient's L1 penalty by the latent distance between the cell and the
+        anchor (:func:`~scmsi._selfexpression.locality_weights`); False is the paper's plain
+        elastic net.
     protein_priors
         ``{name: (mean, scale)}``, each ``(P, n_batch)``, for ``protein`` modalities.
     """
@@ -96,6 +100,7 @@ class SCMSIModule(BaseModuleClass):
         lambda_cross: float = 0.0,
         gamma: float = 1.0,
         lam: float = 0.9,
+        locality: bool = True,
         protein_priors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     ):
         super().__init__()
@@ -105,6 +110,7 @@ class SCMSIModule(BaseModuleClass):
         self.lambda_se, self.lambda_contrast = lambda_se, lambda_contrast
         self.lambda_cross = lambda_cross
         self.gamma, self.lam = gamma, lam
+        self.locality = locality
         protein_priors = protein_priors or {}
 
         self.encoders = nn.ModuleDict()
@@ -385,8 +391,9 @@ class SCMSIModule(BaseModuleClass):
             kl_local[f"kl_extra_{name}"] = keep(head.kl(params, batch_index))
             z, z_hat = inference_outputs["z"][name], inference_outputs["z_hat"][name]
             coef = inference_outputs["coef"][name]
+            w = locality_weights(z, inference_outputs["z_anchor"][name]) if self.locality else None
             se_total = se_total + keep(
-                (z - z_hat).pow(2).sum(-1) + self.gamma * elastic_net(coef, self.lam)
+                (z - z_hat).pow(2).sum(-1) + self.gamma * elastic_net(coef, self.lam, w)
             )
         contrast = self.contrastive_loss(inference_outputs["coef"], obs)
         per_cell = (
