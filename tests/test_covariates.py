@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from scipy import sparse
+from scvi import REGISTRY_KEYS
 from scvi.nn import FCLayers
 
 import scmsi
@@ -84,7 +85,7 @@ def test_batch_and_covariate_enter_every_encoder_and_decoder(model_and_data):
         for name in enc + dec:
             assert list(layers[name].n_cat_list) == [2, 3], name
     assert model.module.anchor_cat_covs.shape == (30, 1)
-    codes = model.adata_manager.get_from_registry("extra_categorical_covs").to_numpy()
+    codes = model.adata_manager.get_from_registry(REGISTRY_KEYS.CAT_COVS_KEY).to_numpy()
     np.testing.assert_array_equal(
         model.module.anchor_cat_covs.numpy().ravel(), codes[model.anchor_indices_].ravel()
     )
