@@ -31,8 +31,8 @@ Scores: scib-metrics ``Benchmarker`` per seed on every embedding (pre-integratio
 defaults: bio conservation = isolated labels, k-means NMI/ARI, silhouette label, cLISI; batch
 correction = BRAS (scib-metrics' batch ASW), iLISI, kBET per label, graph connectivity, PCR
 comparison; aggregates as scib (Total = 0.6 bio + 0.4 batch; ECCITE: batch only, one
-pseudo-label for all cells). Also reported outside the aggregate: the classic batch ASW
-(``silhouette_batch``). Mean ± sd over seeds.
+pseudo-label for all cells, no graph connectivity). Also reported outside the aggregate: the
+classic batch ASW (``silhouette_batch``). Mean ± sd over seeds.
 """
 
 from __future__ import annotations
@@ -327,7 +327,7 @@ def score(
         Batch of each cell.
     labels
         Label of each cell, or None: batch metrics only, every cell in one pseudo-label
-        (per-label batch metrics then score the whole data set).
+        (per-label batch metrics then score the whole data set), without graph connectivity.
     """
     import anndata as ad
     from scib_metrics import silhouette_batch
@@ -351,7 +351,9 @@ def score(
         embedding_obsm_keys=list(embeddings),
         pre_integrated_embedding_obsm_key=pre,
         bio_conservation_metrics=None if labels is None else BioConservation(),
-        batch_correction_metrics=BatchCorrection(),
+        # with one pseudo-label, graph connectivity asks whether the whole kNN graph is one
+        # component: it scores merged cell types, not mixed batches
+        batch_correction_metrics=BatchCorrection(graph_connectivity=labels is not None),
         progress_bar=False,
     )
     bm.benchmark()
@@ -501,8 +503,10 @@ def report(table, runs, name, out_dir: Path, mdata, n_scored, args) -> None:
             "Total = 0.6 bio conservation + 0.4 batch correction."
             if labelled
             else "No labels: every cell in one pseudo-label, so per-label batch metrics score "
-            "the whole data set; Total = batch correction. Batch metrics alone reward "
-            "over-correction (an embedding without any structure mixes batches perfectly)."
+            "the whole data set, and graph connectivity is left out (with one label it "
+            "measures whether the kNN graph is one component, i.e. penalises separated cell "
+            "types); Total = batch correction. Batch metrics alone reward over-correction (an "
+            "embedding without any structure mixes batches perfectly)."
         ),
         "",
         summary.to_markdown(index=False),

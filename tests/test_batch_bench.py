@@ -43,7 +43,7 @@ def test_score_ranks_batch_removal():
 def test_score_without_labels_and_heat_table(tmp_path):
     emb, batch, _ = _embeddings()
     res = batch_bench.score(emb, batch, None)
-    assert "Bio conservation" not in res.columns
+    assert "Bio conservation" not in res.columns and "Graph connectivity" not in res.columns
     np.testing.assert_allclose(res["Total"], res["Batch correction"])
     table = pd.concat(
         [res.assign(seed=s).rename_axis("embedding").reset_index() for s in (0, 1)],
