@@ -58,8 +58,8 @@ METHODS = {
     "dlpfc_pair": ["pca", "harmony", "harmony_multi", "scvi", "scmsi"],
     "eccite": ["pca", "harmony", "harmony_multi", "scvi", "totalvi", "scmsi"],
 }
-# scMSI epochs on DLPFC: the package heuristic gives 400 for 7k spots (hours per seed on the
-# shared 2-core machine here); 40 fits three seeds in the time this benchmark had.
+# scMSI epochs on DLPFC: the package heuristic gives 400 for 7k spots (~30 min per seed on the
+# shared 2-core machine here, 40 epochs took 165 s); 40 fit the time this benchmark had.
 DEFAULT_EPOCHS = {"dlpfc_pair": 40, "eccite": None}
 SMOKE_EPOCHS = 10
 AGGREGATES = ("Bio conservation", "Batch correction", "Total")
