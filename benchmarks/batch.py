@@ -7,7 +7,8 @@
 Data (built once per run, written to the work folder as ``data.h5mu``):
 
 - ``dlpfc_pair``: the two DLPFC sections as two batches, on the genes they share (the Banksy
-  authors kept 5,000 genes per section); 3,000 HVGs (seurat_v3, ``batch_key``); labels = the
+  authors kept 5,000 genes per section; they share 2,273); at most 3,000 HVGs (seurat_v3,
+  ``batch_key``), so all 2,273 here; labels = the
   annotated layers (unlabelled spots are modelled but not scored). Modalities for scMSI: RNA
   counts + ``niche`` (continuous): mean log-normalised expression of each spot's 6 spatial
   neighbours *within its own section*, PCA (30) fitted on both sections jointly so the two
