@@ -154,3 +154,54 @@ def test_download_route_verifies_and_uses_pinned_urls(monkeypatch, tmp_path):
     assert urls[-1].endswith(
         "sqjin/scAI/9bd4bdbe9daa15399d2b49eb376cabaf40aa07ca/data/data_A549.rda"
     )
+
+
+@pytest.mark.realdata
+def test_eccite_pbmc(local):
+    _need("eccite_pbmc")
+    m = local("eccite_pbmc")
+    assert {k: a.shape for k, a in m.mod.items()} == {
+        "rna": (500, 19521),
+        "prot": (500, 49),
+        "hto": (500, 4),
+    }
+    assert m.obs["hashtag"].value_counts().to_dict() == {
+        "HTO44_5P": 137,
+        "HTO28_5P": 136,
+        "HTO29_5P": 127,
+        "HTO30_5P": 100,
+    }
+    assert not m["rna"].var_names.str.startswith("hg19_").any()
+    x = m["rna"].layers["counts"]
+    assert sparse.issparse(x) and np.array_equal(x.data, np.round(x.data))
+
+
+@pytest.mark.realdata
+def test_eccite_download_route_matches_h5mu(monkeypatch, tmp_path):
+    """Without the h5mu the pinned .rda is fetched (simulated: copied) and gives the same data."""
+    pytest.importorskip("rdata")
+    _need("eccite_pbmc")
+    rda = SHARED / "eccite_pbmc" / "original" / "CITEseq_example.rda"
+    urls = []
+
+    def fake_retrieve(url, known_hash, fname, path, progressbar=False):
+        target = Path(path) / fname
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(rda, target)
+        assert known_hash == f"sha256:{pooch.file_hash(str(target))}"
+        urls.append(url)
+        return str(target)
+
+    monkeypatch.setenv("SCMSI_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(pooch, "retrieve", fake_retrieve)
+    got = datasets.eccite_pbmc()
+    assert urls == [
+        "https://raw.githubusercontent.com/SydneyBioX/CiteFuse/"
+        "b6075864d8930967946022fdfbbf57a6a120061f/data/CITEseq_example.rda"
+    ]
+    monkeypatch.setenv("SCMSI_DATA_DIR", str(SHARED))
+    ref = datasets.eccite_pbmc()
+    for k in ("rna", "prot", "hto"):
+        assert got[k].var_names.equals(ref[k].var_names)
+        assert abs(got[k].X - ref[k].X).max() == 0
+    assert (got.obs["hashtag"] == ref.obs["hashtag"]).all()

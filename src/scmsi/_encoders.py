@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from scvi.nn import Encoder
@@ -17,16 +18,19 @@ def make_encoder(
     n_layers: int,
     dropout_rate: float,
     sparse_input: bool = False,
+    n_cats_per_cov: Sequence[int] = (),
 ) -> nn.Module:
     """scvi-tools' Gaussian encoder with layer norm; :class:`SparseInputEncoder` for peaks.
 
-    Layer norm, not batch norm: anchors and cells pass the encoder separately.
+    The batch and each extra categorical covariate (``n_cats_per_cov`` categories) enter every
+    hidden layer one-hot. Layer norm, not batch norm: anchors and cells pass the encoder
+    separately.
     """
     cls = SparseInputEncoder if sparse_input else Encoder
     return cls(
         n_input,
         n_latent,
-        n_cat_list=[n_batch],
+        n_cat_list=[n_batch, *n_cats_per_cov],
         n_layers=n_layers,
         n_hidden=n_hidden,
         dropout_rate=dropout_rate,
@@ -43,7 +47,8 @@ class SparseInputEncoder(nn.Module):
     The extra layer gives the two hidden layers that PeakVI also uses for peaks.
 
     Takes and returns what ``scvi.nn.Encoder`` does: ``(x, *cat) -> (q_m, q_v, z)``, with
-    ``x`` dense or sparse CSR of shape ``(B, n_input)``.
+    ``x`` dense or sparse CSR of shape ``(B, n_input)``. The categories (batch, covariates)
+    enter the ``Encoder``'s layers, as in the dense encoder, not the sparse layer.
     """
 
     def __init__(self, n_input: int, n_output: int, n_hidden: int = 128, **kwargs):

@@ -3,10 +3,14 @@
 Types: ``counts`` (NB/ZINB), ``protein`` (totalVI's NB mixture), ``accessibility`` (Bernoulli on
 binarised peaks or Poisson on fragments) and ``continuous`` (Gaussian). Every head sees the
 *rebuilt* latent ``z_hat = C z_anchor`` and returns per-cell losses of shape
-``(B,)``, so the module sums modalities without knowing their types.
+``(B,)``, so the module sums modalities without knowing their types. Every decoder's hidden
+layers see the batch and any extra categorical covariates (one-hot, scvi-tools'
+``n_cat_list``: batch first, then ``n_cats_per_cov``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -31,8 +35,11 @@ class ModalityHead(nn.Module):
         """Transform raw input ``(B, F)`` before the encoder."""
         return torch.log1p(x)
 
-    def decode(self, z: torch.Tensor, x: torch.Tensor, batch_index: torch.Tensor) -> dict:
-        """Likelihood parameters from rebuilt latent ``z`` ``(B, n_latent)``."""
+    def decode(
+        self, z: torch.Tensor, x: torch.Tensor, batch_index: torch.Tensor, *cat_covs: torch.Tensor
+    ) -> dict:
+        """Likelihood parameters from rebuilt latent ``z`` ``(B, n_latent)``; ``batch_index`` and
+        each of ``cat_covs`` are ``(B, 1)`` category codes."""
         raise NotImplementedError
 
     def reconstruction_loss(self, x: torch.Tensor, params: dict) -> torch.Tensor:
@@ -61,19 +68,24 @@ class CountsHead(ModalityHead):
         n_hidden: int = 128,
         n_layers: int = 1,
         likelihood: str = "nb",
+        n_cats_per_cov: Sequence[int] = (),
     ):
         super().__init__()
         if likelihood not in ("nb", "zinb"):
             raise ValueError(f"gene likelihood must be 'nb' or 'zinb', got {likelihood!r}.")
         self.likelihood = likelihood
         self.decoder = DecoderSCVI(
-            n_latent, n_features, n_cat_list=[n_batch], n_layers=n_layers, n_hidden=n_hidden
+            n_latent,
+            n_features,
+            n_cat_list=[n_batch, *n_cats_per_cov],
+            n_layers=n_layers,
+            n_hidden=n_hidden,
         )
         self.px_r = nn.Parameter(torch.randn(n_features))
 
-    def decode(self, z, x, batch_index):
+    def decode(self, z, x, batch_index, *cat_covs):
         library = torch.log(x.sum(-1, keepdim=True).clamp(min=1.0))
-        scale, _, rate, dropout = self.decoder("gene", z, library, batch_index)
+        scale, _, rate, dropout = self.decoder("gene", z, library, batch_index, *cat_covs)
         return {"scale": scale, "rate": rate, "dropout": dropout, "_n": z.shape[0]}
 
     def distribution(self, params: dict):
@@ -111,13 +123,14 @@ class ProteinHead(ModalityHead):
         n_layers: int = 1,
         prior_mean: np.ndarray | None = None,
         prior_scale: np.ndarray | None = None,
+        n_cats_per_cov: Sequence[int] = (),
     ):
         super().__init__()
         self.n_batch = n_batch
         self.net = FCLayers(
             n_latent,
             n_hidden,
-            n_cat_list=[n_batch],
+            n_cat_list=[n_batch, *n_cats_per_cov],
             n_layers=n_layers,
             n_hidden=n_hidden,
             dropout_rate=0.0,
@@ -138,8 +151,8 @@ class ProteinHead(ModalityHead):
             torch.log(torch.as_tensor(prior_scale, dtype=torch.float32))
         )
 
-    def decode(self, z, x, batch_index):
-        h = self.net(z, batch_index)
+    def decode(self, z, x, batch_index, *cat_covs):
+        h = self.net(z, batch_index, *cat_covs)
         alpha = self.back_alpha(h)
         beta = self.back_beta(h) + 1e-8
         log_back = Normal(alpha, beta).rsample() if self.training else alpha
@@ -185,13 +198,19 @@ class ContinuousHead(ModalityHead):
     """Processed features (image features, topics, normalised matrices): Gaussian."""
 
     def __init__(
-        self, n_features: int, n_latent: int, n_batch: int, n_hidden: int = 128, n_layers: int = 1
+        self,
+        n_features: int,
+        n_latent: int,
+        n_batch: int,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        n_cats_per_cov: Sequence[int] = (),
     ):
         super().__init__()
         self.net = FCLayers(
             n_latent,
             n_hidden,
-            n_cat_list=[n_batch],
+            n_cat_list=[n_batch, *n_cats_per_cov],
             n_layers=n_layers,
             n_hidden=n_hidden,
             dropout_rate=0.0,
@@ -204,8 +223,8 @@ class ContinuousHead(ModalityHead):
     def encoder_input(self, x):
         return x
 
-    def decode(self, z, x, batch_index):
-        return {"mean": self.mean(self.net(z, batch_index)), "_n": z.shape[0]}
+    def decode(self, z, x, batch_index, *cat_covs):
+        return {"mean": self.mean(self.net(z, batch_index, *cat_covs)), "_n": z.shape[0]}
 
     def reconstruction_loss(self, x, params):
         return -Normal(params["mean"], torch.exp(0.5 * self.log_var)).log_prob(x).sum(-1)
@@ -235,6 +254,7 @@ class AccessibilityHead(ModalityHead):
         n_hidden: int = 128,
         n_layers: int = 1,
         likelihood: str = "bernoulli",
+        n_cats_per_cov: Sequence[int] = (),
     ):
         super().__init__()
         if likelihood not in ("bernoulli", "poisson"):
@@ -245,7 +265,7 @@ class AccessibilityHead(ModalityHead):
         self.net = FCLayers(
             n_latent,
             n_hidden,
-            n_cat_list=[n_batch],
+            n_cat_list=[n_batch, *n_cats_per_cov],
             n_layers=n_layers,
             n_hidden=n_hidden,
             dropout_rate=0.0,
@@ -261,8 +281,8 @@ class AccessibilityHead(ModalityHead):
     def encoder_input(self, x):
         return (x > 0).to(x.dtype) if self.likelihood == "bernoulli" else torch.log1p(x)
 
-    def decode(self, z, x, batch_index):
-        logits = self.logits(self.net(z, batch_index))
+    def decode(self, z, x, batch_index, *cat_covs):
+        logits = self.logits(self.net(z, batch_index, *cat_covs))
         if self.likelihood == "poisson":
             scale = torch.softmax(logits, dim=-1)
             return {"scale": scale, "rate": scale * x.sum(-1, keepdim=True), "_n": z.shape[0]}

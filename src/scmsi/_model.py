@@ -161,6 +161,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             .astype(int)
         )
         n_batch = self.summary_stats.n_batch
+        n_cats_per_cov, cat_covs = self._categorical_covariates()
         observed = self._observed()
         complete = np.logical_and.reduce(list(observed.values()))
 
@@ -199,10 +200,12 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             anchor_names = np.asarray(anchors, dtype=str)
             anchor_data = {s.name: np.zeros((n_a, s.n_features), np.float32) for s in specs}
             anchor_batch = np.zeros(n_a, dtype=int)
+            anchor_cat_covs = None  # from the saved state
         else:
             anchor_names = np.asarray(self.adata.obs_names[anchor_idx])
             anchor_data = {s.name: _dense(data[s.name][anchor_idx]) for s in specs}
             anchor_batch = batch[anchor_idx]
+            anchor_cat_covs = None if cat_covs is None else cat_covs[anchor_idx]
         self.anchor_indices_ = anchor_idx
         self.anchor_names_ = anchor_names
         # `load` re-runs __init__: store the chosen anchors so it needs no second K-means.
@@ -228,6 +231,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             anchor_data=anchor_data,
             anchor_batch=anchor_batch,
             n_batch=n_batch,
+            n_cats_per_cov=n_cats_per_cov,
+            anchor_cat_covs=anchor_cat_covs,
             n_latent=n_latent,
             n_hidden=n_hidden,
             n_layers=n_layers,
@@ -248,6 +253,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             f"SCMSI: modalities {mods}; "
             f"{len(anchor_names)} anchors, n_latent={n_latent}, n_batch={n_batch}"
         )
+        if n_cats_per_cov:
+            self._model_summary_string += f", categorical covariates {n_cats_per_cov}"
         n_missing = {m: int((~v).sum()) for m, v in observed.items() if not v.all()}
         if n_missing:
             self._model_summary_string += "; cells lacking a modality: " + ", ".join(
@@ -264,6 +271,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         batch_key: str | None = None,
         batch_mod: str | None = None,
         observed_keys: dict[str, str] | None = None,
+        categorical_covariate_keys: list[str] | None = None,
         **kwargs,
     ):
         """Register a MuData for scMSI.
@@ -283,14 +291,21 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         layers
             ``{modality name: layer}``; a missing entry or None uses ``.X``.
         batch_key
-            Categorical batch column, in ``mdata.obs`` or in ``mdata[batch_mod].obs``.
+            Categorical batch column, in ``mdata.obs`` or in ``mdata[batch_mod].obs``. The batch
+            enters every modality's encoder and decoder (and the protein background prior);
+            :meth:`get_normalized_expression` with ``transform_batch`` decodes all cells as one
+            batch.
         batch_mod
-            Modality whose ``.obs`` holds ``batch_key``; None reads ``mdata.obs``.
+            Modality whose ``.obs`` holds ``batch_key`` and ``categorical_covariate_keys``;
+            None reads ``mdata.obs``.
         observed_keys
             ``{modality: boolean column of mdata.obs}``, True where the cell has that modality
             (its row in the modality is ignored otherwise). Default: the columns
             ``scmsi_has_<modality>`` written by :func:`scmsi.pp.pad_modalities` where present;
             a modality without a column is taken as measured in every cell.
+        categorical_covariate_keys
+            Further categorical columns (donor, protocol...) that, like the batch, enter every
+            encoder and decoder one-hot (scvi-tools' ``categorical_covariate_keys``).
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         if modalities is None:
@@ -324,11 +339,12 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         )
         if batch_mod is not None and batch_mod not in mdata.mod:
             raise KeyError(f"batch_mod {batch_mod!r} is not in the MuData (has {list(mdata.mod)}).")
-        val.check_obs_key(
-            mdata.obs if batch_mod is None else mdata.mod[batch_mod].obs,
-            batch_key,
-            "mdata" if batch_mod is None else f"mdata['{batch_mod}']",
-        )
+        obs_of_batch = mdata.obs if batch_mod is None else mdata.mod[batch_mod].obs
+        where = "mdata" if batch_mod is None else f"mdata['{batch_mod}']"
+        for key, what in [(batch_key, "batch_key")] + [
+            (k, "categorical_covariate_keys") for k in categorical_covariate_keys or []
+        ]:
+            val.check_obs_key(obs_of_batch, key, where, what)
         for name, kind in modalities.items():
             ad = mdata.mod[name]
             layer = layers.get(name)
@@ -345,7 +361,10 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             _check_modality(x, name, kind, names)
 
         mudata_fields = [
-            fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=batch_mod)
+            fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=batch_mod),
+            fields.MuDataCategoricalJointObsField(
+                REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys, mod_key=batch_mod
+            ),
         ]
         for name, kind in modalities.items():
             mudata_fields.append(
@@ -376,6 +395,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         layer: str | None = None,
         protein_expression_obsm_key: str | None = None,
         batch_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
         **kwargs,
     ):
         """Register an AnnData: RNA counts in ``.X``/``layer``, protein counts in ``.obsm``.
@@ -391,11 +411,16 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             the model is RNA-only (no contrastive term).
         batch_key
             Categorical batch column in ``adata.obs``.
+        categorical_covariate_keys
+            Further categorical columns of ``adata.obs`` that enter every encoder and decoder.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         if not adata.obs_names.is_unique:
             raise ValueError("Cell names are not unique; call `adata.obs_names_make_unique()`.")
-        val.check_obs_key(adata.obs, batch_key, "adata")
+        for key, what in [(batch_key, "batch_key")] + [
+            (k, "categorical_covariate_keys") for k in categorical_covariate_keys or []
+        ]:
+            val.check_obs_key(adata.obs, key, "adata", what)
         if layer is not None and layer not in adata.layers:
             raise KeyError(f"Layer {layer!r} not in adata.layers (has {list(adata.layers)}).")
         _check_modality(
@@ -403,6 +428,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         )
         anndata_fields = [
             fields.CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            fields.CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
             fields.LayerField(_registry_key(_ANNDATA_RNA), layer, is_count_data=True),
         ]
         if protein_expression_obsm_key is not None:
@@ -459,6 +485,14 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if len(np.unique(idx)) != len(idx):
             raise ValueError("Anchors contain duplicates.")
         return np.sort(idx)
+
+    def _categorical_covariates(self) -> tuple[list[int], np.ndarray | None]:
+        """Categories per covariate and the cells' codes ``(N, n_cov)`` (None without any)."""
+        if REGISTRY_KEYS.CAT_COVS_KEY not in self.adata_manager.data_registry:
+            return [], None
+        state = self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
+        codes = self._registered(REGISTRY_KEYS.CAT_COVS_KEY)
+        return [int(n) for n in state.n_cats_per_key], np.asarray(codes, dtype=np.int64)
 
     def _observed(self, adata_manager: AnnDataManager | None = None) -> dict[str, np.ndarray]:
         """``{modality: bool (N,)}``: which registered cells have each modality."""
@@ -558,13 +592,11 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self.module.eval()
         with torch.inference_mode():
             for tensors in loader:
-                if transform_batch is not None:
-                    tensors = dict(tensors)
-                    b = tensors[REGISTRY_KEYS.BATCH_KEY]
-                    tensors[REGISTRY_KEYS.BATCH_KEY] = torch.full_like(b, transform_batch)
                 inf_in = self.module._get_inference_input(tensors)
                 inf = self.module.inference(**inf_in, use_mean=True)
-                gen = self.module.generative(**self.module._get_generative_input(tensors, inf))
+                # cells are encoded with their own batch and decoded as `transform_batch`
+                gen_in = self.module._get_generative_input(tensors, inf)
+                gen = self.module.generative(**gen_in, transform_batch=transform_batch)
                 yield tensors, inf, gen
 
     # ------------------------------------------------------------------ training
@@ -1019,6 +1051,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 "categorical_mapping"
             ]
         )
+        cov_state = registry["field_registries"].get(REGISTRY_KEYS.CAT_COVS_KEY, {})
+        n_ref_cats = [n_ref_batch, *cov_state.get("state_registry", {}).get("n_cats_per_key", [])]
         token = _FROM_STATE.set(True)
         try:
             model = super().load_query_data(
@@ -1031,40 +1065,61 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             _FROM_STATE.reset(token)
         model.is_query_model_ = True
         model.n_reference_batches_ = n_ref_batch
-        model._freeze_reference_batches(n_ref_batch)
+        model._freeze_reference_categories(n_ref_cats)
         model._refresh_anchor_indices()
         return model
 
-    def _freeze_reference_batches(self, n_ref: int) -> None:
-        """Zero the gradients of the reference batches' one-hot columns in every FCLayers.
+    def _freeze_reference_categories(self, n_ref_cats: list[int]) -> None:
+        """Lay out and freeze the one-hot columns of the reference categories in every FCLayers.
 
-        scvi-tools' hooks keep every batch column trainable; the anchors are encoded with the
-        reference batches at every step, so training those columns would move the anchors.
+        ``n_ref_cats``: the reference's number of batches, then of each covariate's categories.
+        scvi-tools pads a weight that grew at its end, but the query's one-hot columns are
+        ``[batch | covariate 1 | ...]`` with new categories at the end of *each* block: the
+        columns are moved to their blocks here. Then the reference categories' columns get no
+        gradient (scvi-tools' hooks keep every category trainable): the anchors are encoded
+        with reference categories at every step, so training those columns would move them.
         """
         from scvi.nn import FCLayers
 
-        def hook(grad, n_batch):
+        def effective(n: int) -> int:  # scvi-tools drops the column of a one-category variable
+            return n if n > 1 else 0
+
+        def hook(grad, frozen):
             grad = grad.clone()
-            grad[:, grad.shape[1] - n_batch : grad.shape[1] - n_batch + n_ref] = 0
+            grad[:, frozen] = 0
             return grad
 
         for mod in self.module.modules():
-            if not isinstance(mod, FCLayers):
+            if not isinstance(mod, FCLayers) or sum(mod.n_cat_list) == 0:
                 continue
-            n_batch = sum(mod.n_cat_list)
-            if n_batch == 0:
-                continue
+            n_query = list(mod.n_cat_list)
+            n_ref = [effective(n) for n in n_ref_cats]
             for i, layers in enumerate(mod.fc_layers):
                 if not mod.inject_into_layer(i):
                     continue
                 lin = next(layer for layer in layers if isinstance(layer, torch.nn.Linear))
-                if n_ref == 1:
-                    # A one-batch reference had no batch column (scvi-tools drops it): the
-                    # padded column of that batch must add nothing, as in the reference.
-                    with torch.no_grad():
-                        lin.weight[:, lin.weight.shape[1] - n_batch] = 0.0
-                if lin.weight.requires_grad:
-                    lin.weight.register_hook(lambda g, n=n_batch: hook(g, n))
+                start = lin.weight.shape[1] - sum(n_query)
+                frozen = []
+                with torch.no_grad():
+                    w = lin.weight[:, start:].clone()
+                    ref_blocks = torch.split(w[:, : sum(n_ref)], n_ref, dim=1)
+                    pad = w[:, sum(n_ref) :]
+                    blocks, used, offset = [], 0, start
+                    for k, (ref_block, nq) in enumerate(zip(ref_blocks, n_query, strict=True)):
+                        extra = nq - ref_block.shape[1]
+                        block = torch.cat([ref_block, pad[:, used : used + extra]], dim=1)
+                        used += extra
+                        if nq and not n_ref[k]:
+                            # a one-category reference variable had no column: its category's
+                            # padded column must add nothing, as in the reference
+                            block[:, 0] = 0.0
+                        blocks.append(block)
+                        frozen += range(offset, offset + min(n_ref_cats[k], nq))
+                        offset += nq
+                    lin.weight[:, start:] = torch.cat(blocks, dim=1)
+                if lin.weight.requires_grad and frozen:
+                    idx = torch.tensor(frozen)
+                    lin.weight.register_hook(lambda g, f=idx: hook(g, f))
 
 
 class _DecodeRebuiltAfter(Callback):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -55,6 +56,11 @@ class SCMSIModule(BaseModuleClass):
         Batch index of each anchor, shape ``(A,)``.
     n_batch
         Number of batches.
+    n_cats_per_cov
+        Number of categories of each extra categorical covariate; like the batch, they enter
+        every encoder and decoder one-hot.
+    anchor_cat_covs
+        Category codes of the anchors, shape ``(A, len(n_cats_per_cov))``.
     n_latent
         Latent dimension per modality.
     n_hidden, n_layers, dropout_rate
@@ -88,6 +94,8 @@ class SCMSIModule(BaseModuleClass):
         anchor_data: dict[str, np.ndarray],
         anchor_batch: np.ndarray,
         n_batch: int = 1,
+        n_cats_per_cov: Sequence[int] = (),
+        anchor_cat_covs: np.ndarray | None = None,
         n_latent: int = 10,
         n_hidden: int = 128,
         n_layers: int = 1,
@@ -106,6 +114,7 @@ class SCMSIModule(BaseModuleClass):
         super().__init__()
         self.modalities = list(modalities)
         self.n_batch = n_batch
+        self.n_cats_per_cov = [int(n) for n in n_cats_per_cov]
         self.n_latent = n_latent
         self.lambda_se, self.lambda_contrast = lambda_se, lambda_contrast
         self.lambda_cross = lambda_cross
@@ -120,10 +129,21 @@ class SCMSIModule(BaseModuleClass):
         for spec in self.modalities:
             sparse_input = spec.kind == "accessibility"
             self.encoders[spec.name] = make_encoder(
-                spec.n_features, n_latent, n_batch, n_hidden, n_layers, dropout_rate, sparse_input
+                spec.n_features,
+                n_latent,
+                n_batch,
+                n_hidden,
+                n_layers,
+                dropout_rate,
+                sparse_input,
+                self.n_cats_per_cov,
             )
             self.senets[spec.name] = SelfExpressiveNetwork(n_latent, n_hidden, n_embed)
-            kwargs = {"n_hidden": n_hidden, "n_layers": n_layers}
+            kwargs = {
+                "n_hidden": n_hidden,
+                "n_layers": n_layers,
+                "n_cats_per_cov": self.n_cats_per_cov,
+            }
             if spec.kind == "counts":
                 kwargs["likelihood"] = gene_likelihood
             if spec.kind == "accessibility":
@@ -141,6 +161,11 @@ class SCMSIModule(BaseModuleClass):
         self.register_buffer(
             "anchor_batch", torch.as_tensor(np.asarray(anchor_batch), dtype=torch.long)[:, None]
         )
+        if self.n_cats_per_cov:  # only then: models saved without covariates load as before
+            covs = np.zeros((self.n_anchors, len(self.n_cats_per_cov)), dtype=np.int64)
+            if anchor_cat_covs is not None:
+                covs = np.asarray(anchor_cat_covs, dtype=np.int64).reshape(covs.shape)
+            self.register_buffer("anchor_cat_covs", torch.as_tensor(covs))
         self.register_buffer("anchor_fingerprint", None, persistent=False)
         self._cache_anchor_inputs()
         # `load`/`load_query_data` replace the anchors' data: derive the caches again.
@@ -155,6 +180,17 @@ class SCMSIModule(BaseModuleClass):
 
     def anchor_x(self, name: str) -> torch.Tensor:
         return getattr(self, f"anchor_x_{name}")
+
+    def _cats(self, cat_covs: torch.Tensor | None) -> list[torch.Tensor]:
+        """``(B, n_cov)`` covariate codes -> one ``(B, 1)`` tensor per covariate (scvi-tools)."""
+        if not self.n_cats_per_cov:
+            return []
+        if cat_covs is None:
+            raise ValueError("The model has categorical covariates; the data must have them.")
+        return list(torch.split(cat_covs, 1, dim=1))
+
+    def _anchor_cats(self) -> list[torch.Tensor]:
+        return self._cats(self.anchor_cat_covs) if self.n_cats_per_cov else []
 
     @torch.no_grad()
     def _cache_anchor_inputs(self) -> None:
@@ -189,6 +225,7 @@ class SCMSIModule(BaseModuleClass):
         return {
             "xs": {s.name: tensors[s.registry_key] for s in self.modalities},
             "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
+            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
             "observed": {
                 s.name: tensors[mask_registry_key(s.name)]
                 for s in self.modalities
@@ -202,6 +239,7 @@ class SCMSIModule(BaseModuleClass):
             "z_hat": inference_outputs[key],
             "xs": {s.name: tensors[s.registry_key] for s in self.modalities},
             "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
+            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
         }
 
     def _observed(self, xs: dict, observed: dict | None) -> dict[str, torch.Tensor]:
@@ -231,6 +269,7 @@ class SCMSIModule(BaseModuleClass):
         xs: dict[str, torch.Tensor],
         batch_index: torch.Tensor,
         observed: dict[str, torch.Tensor] | None = None,
+        cat_covs: torch.Tensor | None = None,
         use_mean: bool = False,
     ) -> dict:
         """Encode every modality and self-express it over the anchors.
@@ -244,13 +283,16 @@ class SCMSIModule(BaseModuleClass):
         """
         mask = self.self_mask(xs)
         obs = self._observed(xs, observed)
+        cats, anchor_cats = self._cats(cat_covs), self._anchor_cats()
         out: dict[str, dict] = {k: {} for k in ("qz", "z", "z_anchor", "coef", "z_hat")}
         for spec in self.modalities:
             name, head, enc = spec.name, self.heads[spec.name], self.encoders[spec.name]
-            qz_m, qz_v, z = enc(head.encoder_input(xs[name]), batch_index)
+            qz_m, qz_v, z = enc(head.encoder_input(xs[name]), batch_index, *cats)
             if use_mean:
                 z = qz_m
-            za_mean, _, za = enc(getattr(self, f"anchor_in_{name}"), self.anchor_batch)
+            za_mean, _, za = enc(
+                getattr(self, f"anchor_in_{name}"), self.anchor_batch, *anchor_cats
+            )
             if use_mean:  # outputs must not depend on a draw of the anchors' latents
                 za = za_mean
             out["qz"][name] = Normal(qz_m, qz_v.sqrt())
@@ -275,6 +317,7 @@ class SCMSIModule(BaseModuleClass):
         target: str,
         sources: list[str],
         observed: dict[str, torch.Tensor] | None = None,
+        cat_covs: torch.Tensor | None = None,
         decode_batch: torch.Tensor | None = None,
         sample: bool = False,
         include_protein_background: bool = False,
@@ -288,27 +331,42 @@ class SCMSIModule(BaseModuleClass):
         xs = {k: v.to(self.device) for k, v in xs.items()}
         batch_index = batch_index.to(self.device)
         observed = {k: v.to(self.device) for k, v in (observed or {}).items()}
+        cats = self._cats(None if cat_covs is None else cat_covs.to(self.device))
+        anchor_cats = self._anchor_cats()
         mask = self.self_mask(xs)
         obs = self._observed(xs, observed)
         coefs = []
         for m in sources:
             enc, head = self.encoders[m], self.heads[m]
-            qz_m, _, z = enc(head.encoder_input(xs[m]), batch_index)
-            za = enc(head.encoder_input(self.anchor_x(m)), self.anchor_batch)[0]
+            qz_m, _, z = enc(head.encoder_input(xs[m]), batch_index, *cats)
+            za = enc(head.encoder_input(self.anchor_x(m)), self.anchor_batch, *anchor_cats)[0]
             coefs.append(self.senets[m](z if sample else qz_m, za, mask))
         coef, has_source = self._mean_over(coefs, [obs[m] for m in sources])
         enc, head = self.encoders[target], self.heads[target]
-        za_t = enc(head.encoder_input(self.anchor_x(target)), self.anchor_batch)[0]
+        za_t = enc(head.encoder_input(self.anchor_x(target)), self.anchor_batch, *anchor_cats)[0]
         b = batch_index if decode_batch is None else decode_batch.to(self.device)
-        params = head.decode(coef @ za_t, xs[target], b)
+        params = head.decode(coef @ za_t, xs[target], b, *cats)
         return expression(head, params, include_protein_background), has_source
 
     @auto_move_data
-    def generative(self, z_hat: dict, xs: dict, batch_index: torch.Tensor) -> dict:
-        """Decode each modality from its rebuilt latent; returns ``{"params": {name: dict}}``."""
+    def generative(
+        self,
+        z_hat: dict,
+        xs: dict,
+        batch_index: torch.Tensor,
+        cat_covs: torch.Tensor | None = None,
+        transform_batch: int | None = None,
+    ) -> dict:
+        """Decode each modality from its rebuilt latent; returns ``{"params": {name: dict}}``.
+
+        ``transform_batch``: decode every cell as this batch (encoding used the cell's own).
+        """
+        if transform_batch is not None:
+            batch_index = torch.full_like(batch_index, transform_batch)
+        cats = self._cats(cat_covs)
         return {
             "params": {
-                s.name: self.heads[s.name].decode(z_hat[s.name], xs[s.name], batch_index)
+                s.name: self.heads[s.name].decode(z_hat[s.name], xs[s.name], batch_index, *cats)
                 for s in self.modalities
             }
         }
@@ -351,13 +409,14 @@ class SCMSIModule(BaseModuleClass):
         if len(names) < 2:
             return total
         batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
+        cats = self._cats(tensors.get(REGISTRY_KEYS.CAT_COVS_KEY))
         spec = {s.name: s for s in self.modalities}
         for m in names:
             x = tensors[spec[m].registry_key]
             for src in names:
                 if src == m:
                     continue
-                params = self.heads[m].decode(coef[src] @ za[m], x, batch_index)
+                params = self.heads[m].decode(coef[src] @ za[m], x, batch_index, *cats)
                 nll = self.heads[m].reconstruction_loss(x, params)
                 both = observed[m] & observed[src]
                 total = total + torch.where(both, nll, torch.zeros_like(nll))

@@ -134,20 +134,20 @@ def check_some_modality(masks: dict, obs_names: Sequence[str], columns: Sequence
         )
 
 
-def check_obs_key(df: pd.DataFrame, key: str | None, where: str) -> None:
-    """Raise if ``key`` is not a column of ``df`` or has missing values."""
+def check_obs_key(df: pd.DataFrame, key: str | None, where: str, what: str = "batch_key") -> None:
+    """Raise if ``key`` (the argument ``what``) is not a column of ``df`` or has missing values."""
     if key is None:
         return
     if key not in df.columns:
         cols = ", ".join(map(str, df.columns[:20]))
         raise KeyError(
-            f"batch_key '{key}' is not a column of {where}.obs (available: {cols}). Pass an "
+            f"{what} '{key}' is not a column of {where}.obs (available: {cols}). Pass an "
             "existing column, or `batch_mod=` to read it from a modality's .obs."
         )
     if df[key].isna().any():
         raise ValueError(
             f"{where}.obs['{key}'] has {int(df[key].isna().sum())} missing values; assign every "
-            "cell a batch."
+            "cell a category."
         )
 
 

@@ -18,7 +18,15 @@ import pooch
 import scanpy as sc
 from scipy import sparse
 
-__all__ = ["DATASETS", "data_dir", "inhouse_pbmc", "load", "scicar_a549", "snare_seq"]
+__all__ = [
+    "DATASETS",
+    "data_dir",
+    "eccite_pbmc",
+    "inhouse_pbmc",
+    "load",
+    "scicar_a549",
+    "snare_seq",
+]
 
 _ENV_VAR = "SCMSI_DATA_DIR"
 
@@ -69,6 +77,21 @@ _SCICAR_RDA = {"data_A549.rda": "b5cceb564496c92bf037d01ff15cbde56beecf702e33701
 _SCICAR_H5MU = (
     "scicar_a549.h5mu",
     "d0b9abe77f9c315fde0db7ae821350c89f52bab467c8d4a262461b6a448bdca0",
+)
+
+
+# ECCITE-seq PBMC control sample (Mimitou et al. 2019), the CiteFuse authors' 500-cell subset.
+_ECCITE_URL = (
+    "https://raw.githubusercontent.com/SydneyBioX/CiteFuse/"
+    "b6075864d8930967946022fdfbbf57a6a120061f/data/"
+)
+_ECCITE_RDA = {
+    "CITEseq_example.rda": "ff1063648dcef1220bfc0575dd107892e3d1af5017d441f2e5dcfb7dc7693ee6"
+}
+# The same data converted to h5mu (values unchanged), as kept in the shared data folder.
+_ECCITE_H5MU = (
+    "eccite_pbmc.h5mu",
+    "bd417de1e5c1593a11a2cb608284f157344495e54a7d2ddc40555c1111985528",
 )
 
 
@@ -423,10 +446,90 @@ def scicar_a549(min_peak_fraction: float = 0.01) -> md.MuData:
     return mdata
 
 
+def _eccite_from_rda(path: Path) -> dict[str, ad.AnnData]:
+    """Read CiteFuse's ``CITEseq_example.rda``: ``{"rna", "prot", "hto"}`` cells x features."""
+    try:
+        import rdata
+    except ImportError as err:
+        raise ImportError(
+            "Reading CITEseq_example.rda needs the `rdata` package: pip install 'scmsi[data]'."
+        ) from err
+    import warnings
+
+    with warnings.catch_warnings():  # no constructor for dgCMatrix: the raw R object is fine
+        warnings.simplefilter("ignore")
+        obj = rdata.conversion.convert(rdata.parser.parse_file(str(path)))["CITEseq_example"]
+    mods = {}
+    for key, name in (("RNA", "rna"), ("ADT", "prot"), ("HTO", "hto")):
+        x, cells, features = _dgc_to_csr(obj[key])
+        mods[name] = ad.AnnData(x, obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=features))
+    return mods
+
+
+def eccite_pbmc() -> md.MuData:
+    """ECCITE-seq PBMC, control sample: RNA + 49 antibodies + 4 hashtags, 500 cells.
+
+    Returns
+    -------
+    mudata.MuData
+        Modalities ``"rna"`` (19,521 genes; the source's ``hg19_`` prefix removed), ``"prot"``
+        (49 antibodies, isotype controls IgG1 and IgG2a included) and ``"hto"`` (4 hashtags),
+        raw counts (float32 CSR, integer-valued) in ``.X`` and ``.layers["counts"]``.
+        ``mdata.obs["hashtag"]`` (categorical) is the hashtag with the highest count: the
+        aliquot of one donor's PBMC each cell came from, usable as a technical batch.
+        ``mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}``. No cell-type
+        labels.
+
+    Notes
+    -----
+    Source: Mimitou et al. 2019 (Nat Methods; GEO GSE126310) via the CiteFuse package data
+    (SydneyBioX/CiteFuse ``data/CITEseq_example.rda``, pinned commit). The data folder's
+    ``eccite_pbmc/eccite_pbmc.h5mu`` (the same values converted) is read when present;
+    otherwise the ``.rda`` is downloaded and converted, which needs the ``rdata`` package
+    (``pip install 'scmsi[data]'``).
+    """
+    name, sha = _ECCITE_H5MU
+    local = data_dir() / "eccite_pbmc" / name
+    if local.is_file():
+        if pooch.file_hash(str(local)) != sha:
+            raise ValueError(f"sha256 mismatch for {local}; delete it to use the .rda source.")
+        m = md.read_h5mu(local)
+        mods = {
+            k: ad.AnnData(
+                sparse.csr_matrix(m[k].X, dtype=np.float32),
+                obs=pd.DataFrame(index=m[k].obs_names.astype(str)),
+                var=pd.DataFrame(index=m[k].var_names.astype(str)),
+            )
+            for k in ("rna", "prot", "hto")
+        }
+    else:
+        rda = _fetch("eccite_pbmc/original", _ECCITE_URL, _ECCITE_RDA)["CITEseq_example.rda"]
+        mods = _eccite_from_rda(rda)
+    cells = mods["rna"].obs_names
+    if not all(a.obs_names.equals(cells) for a in mods.values()):
+        raise ValueError("ECCITE-seq: RNA, ADT and HTO cell barcodes do not match.")
+    rna_names = mods["rna"].var_names.str.replace(r"^hg19_", "", regex=True)
+    mods["rna"].var_names = ad.utils.make_index_unique(pd.Index(rna_names))
+    hto = mods["hto"]
+    hashtag = pd.Categorical(
+        np.asarray(hto.var_names)[np.asarray(hto.X.argmax(axis=1)).ravel()],
+        categories=list(hto.var_names),
+    )
+    for a in mods.values():
+        a.layers["counts"] = a.X.copy()
+        a.obs["hashtag"] = hashtag
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData(mods)
+    mdata.obs["hashtag"] = hashtag
+    mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}
+    return mdata
+
+
 DATASETS: dict[str, Callable[..., md.MuData]] = {
     "inhouse_pbmc": inhouse_pbmc,
     "snare_seq": snare_seq,
     "scicar_a549": scicar_a549,
+    "eccite_pbmc": eccite_pbmc,
 }
 
 
