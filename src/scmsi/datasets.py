@@ -18,7 +18,17 @@ import pooch
 import scanpy as sc
 from scipy import sparse
 
-__all__ = ["DATASETS", "data_dir", "inhouse_pbmc", "load", "scicar_a549", "snare_seq"]
+from ._simulate import synthetic_citeseq
+
+__all__ = [
+    "DATASETS",
+    "data_dir",
+    "inhouse_pbmc",
+    "load",
+    "scicar_a549",
+    "snare_seq",
+    "synthetic_citeseq",
+]
 
 _ENV_VAR = "SCMSI_DATA_DIR"
 
@@ -427,6 +437,7 @@ DATASETS: dict[str, Callable[..., md.MuData]] = {
     "inhouse_pbmc": inhouse_pbmc,
     "snare_seq": snare_seq,
     "scicar_a549": scicar_a549,
+    "synthetic_citeseq": synthetic_citeseq,
 }
 
 
