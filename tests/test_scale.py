@@ -236,3 +236,49 @@ def test_leiden_matches_scanpy(trained):
                      n_iterations=2, directed=False)  # fmt: skip
         ours = scmsi.tl.leiden(graph, r, seed=0)
         assert np.array_equal(np.asarray(ours), a.obs["leiden"].to_numpy())
+
+
+def test_backed_mudata_worked_example(tmp_path):
+    """docs/scaling.md: train on a backed h5mu; or train on a subsample and map chunks."""
+    import mudata as md
+
+    path = tmp_path / "cells.h5mu"
+    scmsi.datasets.synthetic_citeseq(
+        1500, n_genes=120, n_proteins=8, n_types=4, n_batches=2, seed=0
+    ).write_h5mu(path)
+
+    # 1. backed: data stay on disk, minibatches are read from the file
+    mdata = md.read_h5mu(path, backed=True)
+    assert not scmsi._backed.in_memory(mdata["rna"].X)
+    scmsi.SCMSI.setup_mudata(mdata, batch_key="batch")
+    model = scmsi.SCMSI(mdata, n_anchors=40, seed=0)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    scmsi.tl.embed_and_cluster(mdata, model, umap=False, top_k=8)
+    assert mdata.obsm["X_scmsi"].shape == (1500, 10)
+    assert mdata.obsm["scmsi_coef"].getnnz(1).max() <= 8
+    assert mdata.obs["scmsi_leiden"].notna().all()
+
+    # 2. train on an in-memory subsample, map every cell a chunk at a time
+    full = md.read_h5mu(path, backed=True)
+
+    def load(rows):
+        view = full[rows]
+        chunk = md.MuData({m: view[m].to_memory() for m in view.mod})
+        chunk.obs = view.obs.copy()
+        return chunk
+
+    rng = np.random.default_rng(0)
+    ref = load(np.sort(rng.choice(full.n_obs, 600, replace=False)))
+    scmsi.SCMSI.setup_mudata(ref, batch_key="batch")
+    model = scmsi.SCMSI(ref, n_anchors=40, seed=0)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    scmsi.tl.embed_and_cluster(ref, model, umap=False)
+    emb = []
+    for start in range(0, full.n_obs, 500):
+        chunk = load(slice(start, start + 500))
+        scmsi.tl.map_query(chunk, model, ref)
+        emb.append(chunk.obsm["X_scmsi"])
+    emb = np.concatenate(emb)
+    whole = md.read_h5mu(path)
+    scmsi.tl.map_query(whole, model, ref)
+    assert np.allclose(emb, whole.obsm["X_scmsi"], atol=1e-5)

@@ -584,7 +584,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ----------
         max_epochs
             Default :func:`default_max_epochs`: 400 up to 20,000 cells, then
-            ``round(20000 / N * 400)`` (scvi-tools' heuristic: about 31,000 minibatches
+            ``round(20000 / N * 400)`` (scvi-tools' heuristic: about 28,000 minibatches
             whatever N), never below 10.
         batch_size
             Minibatch size.
@@ -1138,9 +1138,10 @@ def default_max_epochs(n_cells: int) -> int:
     """Default ``max_epochs`` of :meth:`SCMSI.train` for ``n_cells`` cells.
 
     scvi-tools' heuristic, ``min(400, round(20000 / N * 400))``: 400 epochs up to 20,000
-    cells, then a fixed budget of about 8M cell-passes (31,000 minibatches of 256). A step
-    costs the same whatever N (a minibatch plus the fixed anchors), so total training time is
-    flat above 20,000 cells, and large data sets, being redundant, need fewer passes each.
+    cells, then a fixed budget of 8M cell-passes (28,000 minibatches of 256 after the 10%
+    validation split). A step costs the same whatever N (a minibatch plus the fixed anchors),
+    so total training time is flat above 20,000 cells, and large data sets, being redundant,
+    need fewer passes each.
     The floor of 10 epochs keeps whole epochs on both sides of the pre-training switch
     (``pretrain_fraction`` 0.25) and a validation curve with some points: it first applies
     above 800,000 cells (1M cells -> 10 instead of 8).
