@@ -405,6 +405,13 @@ def _load_range(g: pd.DataFrame) -> str:
     return f"{loads.min():.2f}-{loads.max():.2f}" if len(loads) else ""
 
 
+def _fmt(v) -> str:
+    """Three significant digits for floats (the table is transposed: columns mix types)."""
+    if isinstance(v, float | np.floating) and not isinstance(v, bool | np.bool_):
+        return f"{v:.3g}" if np.isfinite(v) else ""
+    return str(v)
+
+
 def _plot(summary: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
@@ -422,7 +429,7 @@ def _plot(summary: pd.DataFrame, path: Path) -> None:
         ("inference peak RSS GiB", "scMSI inference + clustering"),
     ):
         axes[1].loglog(n, summary[col], "o-", label=label)
-    axes[1].axhline(8, color="grey", ls=":", label="8 GiB target")
+    axes[1].axhline(8, color="grey", ls=":", label="8 GiB (target at 200k)")
     axes[1].set(xlabel="cells", ylabel="peak RSS (GiB)", title="peak memory")
     for ax in axes:
         ax.legend(fontsize=8)
@@ -443,12 +450,18 @@ def _write(rows: list[dict], args, started: float) -> None:
     df.to_csv(tmp, index=False)
     os.replace(tmp, stem.with_suffix(".csv"))
     _plot(summary, stem.with_suffix(".png"))
-    cmd = "python -m benchmarks.scaling " + " ".join(sys.argv[1:])
+    argv = sys.argv[1:]
+    if "--note" in argv:  # the note is printed below, not in the command
+        i = argv.index("--note")
+        argv = argv[:i] + ["--note", "..."] + argv[i + 2 :]
+    cmd = "python -m benchmarks.scaling " + " ".join(argv)
+    run = [r for r in rows if not r.get("cached") and r.get("job") != "generate"]
+    wall = f" ({(time.time() - started) / 60:.0f} min wall)" if run else ""
     errors = [f"- {r['job']} N={r['n_cells']}: {r['error']}" for r in rows if "error" in r]
     lines = [
         "# Scaling: scMSI vs totalVI on synthetic CITE-seq data",
         "",
-        f"Command: `{cmd}` ({(time.time() - started) / 60:.0f} min wall).",
+        f"Command: `{cmd}`{wall}.",
         "",
         f"Machine: {_machine()}. Torch/BLAS threads per process: {args.threads}. "
         "Other jobs shared the CPU: the 1-minute load average before/after each process is in "
@@ -475,7 +488,7 @@ def _write(rows: list[dict], args, started: float) -> None:
         "but its clusters are meaningless (no ARI is reported). No GPU was available: every "
         "figure is single-thread CPU.",
         "",
-        summary.to_markdown(index=False, floatfmt=".3g"),
+        summary.set_index("cells").map(_fmt).T.to_markdown(),
         "",
         f"Per-process details (phase times, RSS after each phase): `{args.name}.csv`. "
         f"Plot: `{args.name}.png`.",
@@ -483,6 +496,8 @@ def _write(rows: list[dict], args, started: float) -> None:
     cached = sorted({f"{r['job']} N={r['n_cells']}" for r in rows if r.get("cached")})
     if cached:
         lines += ["", "Read from an earlier run's files (`--cached`): " + ", ".join(cached) + "."]
+    if args.note:
+        lines += ["", args.note]
     if errors:
         lines += ["", "Failed processes:", "", *errors]
     tmp = stem.with_suffix(".tmp.md")
@@ -504,6 +519,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", default="scaling", help="results file stem")
     p.add_argument("--jobs", nargs="+", default=["scmsi_train", "totalvi_train", "scmsi_infer"])
     p.add_argument("--timeout", type=int, default=3600, help="seconds per process")
+    p.add_argument("--note", default="", help="a sentence added to the results file")
     p.add_argument(
         "--cached",
         nargs="*",
