@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy import sparse
 from scvi.distributions import (
     NegativeBinomial,
     NegativeBinomialMixture,
@@ -23,6 +24,8 @@ from scvi.nn import DecoderSCVI, FCLayers
 from torch import nn
 from torch.distributions import Normal, Poisson
 from torch.distributions import kl_divergence as kl
+
+from ._backed import read_rows
 
 
 class ModalityHead(nn.Module):
@@ -313,13 +316,14 @@ HEADS: dict[str, type[ModalityHead]] = {
 
 
 def protein_background_prior(
-    x: np.ndarray, batch: np.ndarray, n_batch: int, n_cells: int = 2000, seed: int = 0
+    x, batch: np.ndarray, n_batch: int, n_cells: int = 2000, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Empirical background prior per protein and batch, shape ``(P, n_batch)`` twice.
 
     A two-component Gaussian mixture on log1p counts; the lower component is background.
     Unlike totalVI this is used for any number of proteins (totalVI falls back to a
     non-empirical prior at <= 10 proteins, which gives NaN losses in practice, scvi-tools #1007).
+    ``x`` (cells x proteins, dense, sparse or backed) is read only at ``n_cells`` cells per batch.
     """
     from sklearn.mixture import GaussianMixture
 
@@ -331,7 +335,8 @@ def protein_background_prior(
         rows = np.flatnonzero(batch == b)
         if rows.size > n_cells:
             rows = rng.choice(rows, n_cells, replace=False)
-        logx = np.log1p(np.asarray(x[rows], dtype=np.float64))
+        xb = read_rows(x, rows)
+        logx = np.log1p(np.asarray(xb.toarray() if sparse.issparse(xb) else xb, np.float64))
         for p in range(n_prot):
             col = logx[:, p : p + 1]
             if rows.size < 10 or np.ptp(col) == 0:

@@ -6,7 +6,7 @@ import contextlib
 import contextvars
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import numpy as np
@@ -19,11 +19,11 @@ from mudata import MuData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, AnnDataManagerValidationCheck, fields
-from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin
 
 from . import _validation as val
 from ._anchors import default_n_anchors, select_anchors
+from ._backed import read_rows
 from ._likelihoods import HEADS, protein_background_prior
 from ._module import ModalitySpec, SCMSIModule, expression
 from ._mosaic import (
@@ -51,6 +51,7 @@ _KIND_BY_NAME = {
     "accessibility": "accessibility",
 }
 _ANNDATA_RNA, _ANNDATA_PROT = "rna", "prot"
+_MIN_EPOCHS = 10
 # True while `load`/`load_query_data` build a model whose anchors come from a saved state.
 _FROM_STATE = contextvars.ContextVar("scmsi_from_state", default=False)
 
@@ -179,7 +180,9 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             anchor_mod = anchor_modality or min(kinds, key=lambda m: preference.index(kinds[m]))
             if anchor_mod not in data:
                 raise ValueError(f"anchor_modality {anchor_mod!r} is not one of {list(data)}.")
-            x_anchor = data[anchor_mod] if complete.all() else data[anchor_mod][candidates]
+            x_anchor = (
+                data[anchor_mod] if complete.all() else read_rows(data[anchor_mod], candidates)
+            )
             anchor_idx = candidates[
                 select_anchors(x_anchor, n_anchors, kind=kinds[anchor_mod], seed=seed)
             ]
@@ -203,7 +206,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             anchor_cat_covs = None  # from the saved state
         else:
             anchor_names = np.asarray(self.adata.obs_names[anchor_idx])
-            anchor_data = {s.name: _dense(data[s.name][anchor_idx]) for s in specs}
+            anchor_data = {s.name: _dense(read_rows(data[s.name], anchor_idx)) for s in specs}
             anchor_batch = batch[anchor_idx]
             anchor_cat_covs = None if cat_covs is None else cat_covs[anchor_idx]
         self.anchor_indices_ = anchor_idx
@@ -224,8 +227,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             if s.kind != "protein":
                 continue
             rows = observed[s.name]
-            x = data[s.name] if rows.all() else data[s.name][rows]
-            priors[s.name] = protein_background_prior(_dense(x), batch[rows], n_batch, seed=seed)
+            x = data[s.name] if rows.all() else read_rows(data[s.name], np.flatnonzero(rows))
+            priors[s.name] = protein_background_prior(x, batch[rows], n_batch, seed=seed)
         self.module = self._module_cls(
             modalities=specs,
             anchor_data=anchor_data,
@@ -355,7 +358,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             x = ad.X if layer is None else ad.layers[layer]
             rows = masks[name]
             if not rows.all():  # only the cells that have the modality are checked
-                x, names = x[rows], ad.obs_names[rows]
+                x, names = read_rows(x, np.flatnonzero(rows)), ad.obs_names[rows]
             else:
                 names = ad.obs_names
             _check_modality(x, name, kind, names)
@@ -583,20 +586,28 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 uuid = self.get_anndata_manager(adata_v).adata_uuid
                 self._per_instance_manager_store.get(self.id, {}).pop(uuid, None)
 
-    def _outputs(self, adata, indices, batch_size, transform_batch=None):
+    def _outputs(self, adata, indices, batch_size, transform_batch=None, generative=True):
         """Yield (tensors, inference outputs, generative outputs) per minibatch, eval mode, means.
 
-        ``adata`` must be registered (see :meth:`_registered_data`).
+        ``adata`` must be registered (see :meth:`_registered_data`). The anchors are encoded
+        once per call; ``generative=False`` skips the decoders (generative outputs are None).
         """
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         self.module.eval()
         with torch.inference_mode():
+            z_anchor = self.module.anchor_latents()
             for tensors in loader:
                 inf_in = self.module._get_inference_input(tensors)
-                inf = self.module.inference(**inf_in, use_mean=True)
+                inf = self.module.inference(**inf_in, use_mean=True, z_anchor=z_anchor)
                 # cells are encoded with their own batch and decoded as `transform_batch`
-                gen_in = self.module._get_generative_input(tensors, inf)
-                gen = self.module.generative(**gen_in, transform_batch=transform_batch)
+                gen = (
+                    self.module.generative(
+                        **self.module._get_generative_input(tensors, inf),
+                        transform_batch=transform_batch,
+                    )
+                    if generative
+                    else None
+                )
                 yield tensors, inf, gen
 
     # ------------------------------------------------------------------ training
@@ -614,7 +625,9 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         Parameters
         ----------
         max_epochs
-            Default: scvi-tools' heuristic ``min(400, round(20000 / N * 400))``.
+            Default :func:`default_max_epochs`: 400 up to 20,000 cells, then
+            ``round(20000 / N * 400)`` (scvi-tools' heuristic: about 28,000 minibatches
+            whatever N), never below 10.
         batch_size
             Minibatch size.
         early_stopping
@@ -629,12 +642,16 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``...).
             Query models default to ``weight_decay=0``, so frozen weights stay put.
         **kwargs
-            Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`.
+            Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` and from there to
+            the Lightning ``Trainer``: e.g. ``accelerator="gpu", devices=4,
+            strategy="ddp_find_unused_parameters_true"`` for multi-GPU training (scvi-tools then
+            shards the minibatches with a distributed sampler and turns early stopping off), or
+            ``limit_train_batches`` to time a fraction of an epoch.
         """
         scvi.settings.seed = self.seed
         self.module.train()  # `load`/`load_query_data` leave it in eval mode (no dropout)
         if max_epochs is None:
-            max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
+            max_epochs = default_max_epochs(self.adata.n_obs)
         if pretrain_fraction is None:
             pretrain_fraction = 0.0 if getattr(self, "is_query_model_", False) else 0.25
         n_pre = int(round(pretrain_fraction * max_epochs))
@@ -694,7 +711,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         key = "z_hat" if rebuilt else "z"
         parts = {m: [] for m in self.modality_names}
         with self._registered_data(adata) as adata_v:
-            for _, inf, _ in self._outputs(adata_v, indices, batch_size):
+            for _, inf, _ in self._outputs(adata_v, indices, batch_size, generative=False):
                 for m in parts:
                     parts[m].append(inf[key][m].cpu().numpy())
         out = {m: np.concatenate(v) for m, v in parts.items()}
@@ -708,7 +725,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         batch_size: int | None = None,
         return_all: bool = False,
         fusion: Literal["mean", "adaptive"] = "mean",
-    ) -> np.ndarray | dict[str, np.ndarray]:
+        top_k: int | None = None,
+    ) -> np.ndarray | sparse.csr_matrix | dict:
         """Self-expressive coefficients of cells over the anchors, shape ``(N, A)``.
 
         The fused affinity is a weighted mean over modalities of each modality's coefficients
@@ -734,29 +752,88 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Return ``{"fused": ..., name: C^m, ..., "observed": {name: bool (N,)}}``.
         fusion
             ``"mean"`` or ``"adaptive"`` (see above).
+        top_k
+            Keep only the ``top_k`` largest coefficients of each cell, in every returned
+            matrix, as a :class:`scipy.sparse.csr_matrix` (float32; exact zeros are not stored).
+            The kept values are those of the dense matrix, not renormalised. Memory is then
+            O(N * top_k) instead of N x A dense (2 GB per matrix for 1M cells and 512 anchors):
+            each minibatch is fused and truncated as it is computed (:meth:`iter_coefficients`).
         """
         if modality is not None:
             self._check_modality_name(modality)
-        if fusion not in ("mean", "adaptive"):
+        if top_k is not None and int(top_k) < 1:
+            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}.")
+        names = self.modality_names
+        need_fused = modality is None or return_all
+        keep = (names + ["fused"]) if need_fused else [modality]
+        parts = {m: [] for m in keep}
+        masks = {m: [] for m in names}
+        batches = self.iter_coefficients(
+            adata, indices, batch_size, fusion=fusion if need_fused else None
+        )
+        for out in batches:
+            for m in keep:
+                c = out[m]
+                parts[m].append(c if top_k is None else top_k_sparse(c, top_k))
+            for m in names:
+                masks[m].append(out["observed"][m])
+        if top_k is None:
+            coefs = {m: np.concatenate(v) for m, v in parts.items()}
+        else:
+            coefs = {m: sparse.csr_matrix(sparse.vstack(v)) for m, v in parts.items()}
+        if not need_fused:
+            return coefs[modality]
+        observed = {m: np.concatenate(v) for m, v in masks.items()}
+        fused = coefs.pop("fused")
+        return {"fused": fused, **coefs, "observed": observed} if return_all else fused
+
+    def iter_coefficients(
+        self,
+        adata: MuData | AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        fusion: Literal["mean", "adaptive"] | None = "mean",
+        latent: bool = False,
+    ) -> Iterator[dict]:
+        """Coefficients one minibatch at a time, for data whose N x A matrix is too large.
+
+        Yields, in cell order, ``{name: C^m (B, A), "fused": (B, A), "observed": {name: bool
+        (B,)}}`` as dense float32 arrays, plus ``"latent": {name: z^m (B, n_latent)}`` with
+        ``latent=True``. The values are those of :meth:`get_coefficients` (``fusion=None``
+        skips the fused matrix; ``"adaptive"`` first takes a pass over the data for the
+        modality weights, whose normalisation is over all cells). Memory is O(batch x A);
+        :func:`scmsi.tl.embed_and_cluster` uses it for the exact PCA of large data.
+
+        Parameters
+        ----------
+        adata, indices, batch_size
+            As in :meth:`get_coefficients`.
+        fusion
+            ``"mean"``, ``"adaptive"`` or None (see :meth:`get_coefficients`).
+        latent
+            Also yield the posterior mean latents.
+        """
+        if fusion not in ("mean", "adaptive", None):
             raise ValueError(f"fusion must be 'mean' or 'adaptive', got {fusion!r}.")
         names = self.modality_names
-        parts = {m: [] for m in names}
-        masks = {m: [] for m in names}
-        errors = []
         with self._registered_data(adata) as adata_v:
-            for _, inf, _ in self._outputs(adata_v, indices, batch_size):
-                for m in parts:
-                    parts[m].append(inf["coef"][m].cpu().numpy())
-                    masks[m].append(inf["observed"][m].cpu().numpy())
-                if fusion == "adaptive":
-                    errors.append(_cross_rebuild_errors(inf, names))
-        coefs = {m: np.concatenate(v) for m, v in parts.items()}
-        observed = {m: np.concatenate(v) for m, v in masks.items()}
-        if modality is not None and not return_all:
-            return coefs[modality]
-        weights = modality_weights(np.concatenate(errors)) if fusion == "adaptive" else None
-        fused = fuse_coefficients([coefs[m] for m in names], [observed[m] for m in names], weights)
-        return {"fused": fused, **coefs, "observed": observed} if return_all else fused
+            weights = None
+            if fusion == "adaptive":
+                weights = self.get_modality_weights(adata_v, indices, batch_size).to_numpy()
+            start = 0
+            for _, inf, _ in self._outputs(adata_v, indices, batch_size, generative=False):
+                out = {m: inf["coef"][m].cpu().numpy() for m in names}
+                out["observed"] = {m: inf["observed"][m].cpu().numpy() for m in names}
+                n = len(out[names[0]])
+                if fusion is not None:
+                    w = None if weights is None else weights[start : start + n]
+                    out["fused"] = fuse_coefficients(
+                        [out[m] for m in names], [out["observed"][m] for m in names], w
+                    )
+                if latent:
+                    out["latent"] = {m: inf["z"][m].cpu().numpy() for m in names}
+                start += n
+                yield out
 
     def get_modality_weights(
         self,
@@ -778,7 +855,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         with self._registered_data(adata) as adata_v:
             errors = [
                 _cross_rebuild_errors(inf, names)
-                for _, inf, _ in self._outputs(adata_v, indices, batch_size)
+                for _, inf, _ in self._outputs(adata_v, indices, batch_size, generative=False)
             ]
             obs = adata_v.obs_names
         cells = obs if indices is None else obs[np.asarray(indices)]
@@ -1122,6 +1199,22 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                     lin.weight.register_hook(lambda g, f=idx: hook(g, f))
 
 
+def default_max_epochs(n_cells: int) -> int:
+    """Default ``max_epochs`` of :meth:`SCMSI.train` for ``n_cells`` cells.
+
+    scvi-tools' heuristic, ``min(400, round(20000 / N * 400))``: 400 epochs up to 20,000
+    cells, then a fixed budget of 8M cell-passes (28,000 minibatches of 256 after the 10%
+    validation split). A step costs the same whatever N (a minibatch plus the fixed anchors),
+    so total training time is flat above 20,000 cells, and large data sets, being redundant,
+    need fewer passes each.
+    The floor of 10 epochs keeps whole epochs on both sides of the pre-training switch
+    (``pretrain_fraction`` 0.25) and a validation curve with some points: it first applies
+    above 800,000 cells (1M cells -> 10 instead of 8).
+    """
+    # Not scvi's function itself: it warns at 1 epoch, which the floor never gives.
+    return max(_MIN_EPOCHS, min(400, round(20_000 / max(n_cells, 1) * 400)))
+
+
 class _DecodeRebuiltAfter(Callback):
     """Switch decoders from ``z`` to ``z_hat`` once ``n_epochs`` pre-training epochs are done."""
 
@@ -1154,6 +1247,26 @@ def fuse_coefficients(
     for i, c in enumerate(coefs):
         fused += w[:, i : i + 1] * c / np.maximum(c.sum(1, keepdims=True), 1e-12)
     return fused
+
+
+def top_k_sparse(coef: np.ndarray, k: int) -> sparse.csr_matrix:
+    """Each row's ``k`` largest entries of ``coef`` ``(N, A)`` as a float32 CSR matrix.
+
+    Exact zeros are dropped (self-expressive coefficients are thresholded, so rows often have
+    fewer than ``k`` non-zeros); ties at the k-th value are broken arbitrarily.
+    """
+    coef = np.asarray(coef, dtype=np.float32)
+    n, a = coef.shape
+    if k < a:
+        cols = np.argpartition(-coef, k - 1, axis=1)[:, :k]
+    else:
+        cols = np.broadcast_to(np.arange(a), (n, a))
+    vals = np.take_along_axis(coef, cols, axis=1)
+    rows = np.broadcast_to(np.arange(n)[:, None], cols.shape)
+    nz = vals != 0
+    out = sparse.csr_matrix((vals[nz], (rows[nz], cols[nz])), shape=(n, a), dtype=np.float32)
+    out.sort_indices()
+    return out
 
 
 def _cross_rebuild_errors(inf: dict, names: list[str]) -> np.ndarray:

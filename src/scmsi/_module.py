@@ -263,6 +263,21 @@ class SCMSIModule(BaseModuleClass):
         count = sum(w.float() for w in weights)
         return total / count.clamp(min=1.0)[:, None], count > 0
 
+    def anchor_latents(self) -> dict[str, torch.Tensor]:
+        """Posterior means of the anchors' latents, ``{name: (A, n_latent)}``.
+
+        In eval mode they are the same for every minibatch: encoding them once per pass over
+        the data, rather than once per minibatch, is what keeps inference on N cells at the cost
+        of encoding N cells (:meth:`inference`'s ``z_anchor``).
+        """
+        anchor_cats = self._anchor_cats()
+        return {
+            s.name: self.encoders[s.name](
+                getattr(self, f"anchor_in_{s.name}"), self.anchor_batch, *anchor_cats
+            )[0]
+            for s in self.modalities
+        }
+
     @auto_move_data
     def inference(
         self,
@@ -271,8 +286,12 @@ class SCMSIModule(BaseModuleClass):
         observed: dict[str, torch.Tensor] | None = None,
         cat_covs: torch.Tensor | None = None,
         use_mean: bool = False,
+        z_anchor: dict[str, torch.Tensor] | None = None,
     ) -> dict:
         """Encode every modality and self-express it over the anchors.
+
+        ``z_anchor``: the anchors' latents from :meth:`anchor_latents`, reused across the
+        minibatches of an evaluation pass (with ``use_mean``); None encodes them here.
 
         Returns
         -------
@@ -290,11 +309,14 @@ class SCMSIModule(BaseModuleClass):
             qz_m, qz_v, z = enc(head.encoder_input(xs[name]), batch_index, *cats)
             if use_mean:
                 z = qz_m
-            za_mean, _, za = enc(
-                getattr(self, f"anchor_in_{name}"), self.anchor_batch, *anchor_cats
-            )
-            if use_mean:  # outputs must not depend on a draw of the anchors' latents
-                za = za_mean
+            if z_anchor is not None:
+                za = z_anchor[name]
+            else:
+                za_mean, _, za = enc(
+                    getattr(self, f"anchor_in_{name}"), self.anchor_batch, *anchor_cats
+                )
+                if use_mean:  # outputs must not depend on a draw of the anchors' latents
+                    za = za_mean
             out["qz"][name] = Normal(qz_m, qz_v.sqrt())
             out["z"][name], out["z_anchor"][name] = z, za
             out["coef"][name] = self.senets[name](z, za, mask)

@@ -12,6 +12,10 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ._backed import in_memory, row_blocks
+
+_CHUNK = 1 << 24  # values (or, for row sums, about that many entries) read at a time
+
 
 def _values(x) -> np.ndarray:
     """The stored values of a dense or sparse matrix (zeros of a sparse matrix are implicit)."""
@@ -20,15 +24,27 @@ def _values(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def _chunks(x):
+    """The stored values in flat chunks, so that checks of a 1M-cell matrix allocate no
+    temporary as large as the matrix; a backed matrix is read a block of rows at a time."""
+    if not in_memory(x):
+        for _, block in row_blocks(x, _CHUNK):
+            yield _values(block).reshape(-1)
+        return
+    v = _values(x).reshape(-1)
+    for start in range(0, v.size, _CHUNK):
+        yield v[start : start + _CHUNK]
+
+
 def check_finite(x, name: str) -> None:
     """Raise if ``x`` holds NaN or infinite values."""
-    v = _values(x)
-    if not np.issubdtype(v.dtype, np.number):
-        raise TypeError(f"{name}: expected a numeric matrix, got dtype {v.dtype}.")
-    bad = ~np.isfinite(v)
-    if bad.any():
+    dtype = x.dtype if hasattr(x, "dtype") else _values(x).dtype
+    if not np.issubdtype(dtype, np.number):
+        raise TypeError(f"{name}: expected a numeric matrix, got dtype {dtype}.")
+    n_bad = sum(int((~np.isfinite(c)).sum()) for c in _chunks(x))
+    if n_bad:
         raise ValueError(
-            f"{name} contains {int(bad.sum())} NaN or infinite values. Fill or remove them "
+            f"{name} contains {n_bad} NaN or infinite values. Fill or remove them "
             "before setting up the model (e.g. drop the affected cells or features)."
         )
 
@@ -36,21 +52,23 @@ def check_finite(x, name: str) -> None:
 def check_counts(x, name: str) -> None:
     """Raise unless ``x`` holds finite, non-negative integer counts."""
     check_finite(x, name)
-    v = _values(x)
-    if (v < 0).any():
+    if any((c < 0).any() for c in _chunks(x)):
         raise ValueError(
             f"{name} contains negative values; raw counts are required. Pass the layer that "
             "holds the raw counts (e.g. `layers={'rna': 'counts'}`), not scaled or centred data."
         )
-    frac = v[v != np.round(v)]
-    if frac.size:
-        hint = (
-            " It looks log-normalised (all values below 20)."
-            if v.size and float(v.max()) < 20
-            else ""
-        )
+    n_frac, example, vmax = 0, None, -np.inf
+    for c in _chunks(x):
+        frac = c[c != np.round(c)]
+        n_frac += frac.size
+        if example is None and frac.size:
+            example = float(frac[0])
+        if c.size:
+            vmax = max(vmax, float(c.max()))
+    if n_frac:
+        hint = " It looks log-normalised (all values below 20)." if vmax < 20 else ""
         raise ValueError(
-            f"{name} contains {frac.size} non-integer values (e.g. {float(frac[0]):.4g}); raw "
+            f"{name} contains {n_frac} non-integer values (e.g. {example:.4g}); raw "
             f"integer counts are required.{hint} Pass the raw counts layer, or declare this "
             "modality as 'continuous' if it is a processed matrix."
         )
@@ -59,10 +77,10 @@ def check_counts(x, name: str) -> None:
 def check_nonnegative(x, name: str, kind: str) -> None:
     """Raise if ``x`` holds negative values (a ``kind`` modality cannot)."""
     check_finite(x, name)
-    v = _values(x)
-    if v.size and float(v.min()) < 0:
+    vmin = min((float(c.min()) for c in _chunks(x) if c.size), default=0.0)
+    if vmin < 0:
         raise ValueError(
-            f"{name} contains negative values (min {float(v.min()):.4g}), impossible for "
+            f"{name} contains negative values (min {vmin:.4g}), impossible for "
             f"'{kind}' data. Pass the raw (or binarised) matrix, or declare this modality "
             "'continuous' if it is a centred or scaled matrix."
         )
@@ -70,8 +88,11 @@ def check_nonnegative(x, name: str, kind: str) -> None:
 
 def check_not_binary(x, name: str) -> None:
     """Raise if count data hold only 0/1 (binarised peaks passed as gene counts)."""
-    v = _values(x)
-    if v.size >= 1000 and float(v.max(initial=0)) <= 1:
+    size, vmax = 0, 0.0
+    for c in _chunks(x):
+        size += c.size
+        vmax = max(vmax, float(c.max(initial=0)))
+    if size >= 1000 and vmax <= 1:
         raise ValueError(
             f"{name} holds only 0/1 values; a negative binomial needs counts. If these are "
             "binarised peaks, declare the modality as 'accessibility'; if they are gene counts, "
@@ -81,7 +102,10 @@ def check_not_binary(x, name: str) -> None:
 
 def check_nonempty_cells(x, name: str, obs_names: Sequence[str]) -> None:
     """Raise if some cells have zero total counts (their library size would be log(0))."""
-    totals = np.asarray(abs(x).sum(axis=1)).ravel()
+    # |x| is taken a block of rows at a time (the only way to read a backed matrix, too)
+    totals = np.concatenate(
+        [np.asarray(abs(block).sum(axis=1)).ravel() for _, block in row_blocks(x, _CHUNK)]
+    )
     empty = np.flatnonzero(totals <= 0)
     if empty.size:
         examples = ", ".join(map(str, np.asarray(obs_names)[empty[:5]]))

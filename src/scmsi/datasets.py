@@ -18,6 +18,8 @@ import pooch
 import scanpy as sc
 from scipy import sparse
 
+from ._simulate import synthetic_citeseq
+
 __all__ = [
     "DATASETS",
     "data_dir",
@@ -26,6 +28,7 @@ __all__ = [
     "load",
     "scicar_a549",
     "snare_seq",
+    "synthetic_citeseq",
 ]
 
 _ENV_VAR = "SCMSI_DATA_DIR"
@@ -530,6 +533,7 @@ DATASETS: dict[str, Callable[..., md.MuData]] = {
     "snare_seq": snare_seq,
     "scicar_a549": scicar_a549,
     "eccite_pbmc": eccite_pbmc,
+    "synthetic_citeseq": synthetic_citeseq,
 }
 
 

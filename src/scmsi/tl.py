@@ -5,7 +5,8 @@ Everything is written where scanpy and muon look for it, on the MuData (or AnnDa
 ========================  ==============================================================
 ``obsm["X_scmsi"]``       PCA of the fused coefficients (the default embedding)
 ``uns["scmsi_pca"]``      that PCA (``components``, ``mean``, ``anchors``): :func:`map_query`
-``obsm["scmsi_coef"]``    fused coefficients, cells x anchors (rows sum to 1)
+``obsm["scmsi_coef"]``    fused coefficients, cells x anchors (rows sum to 1; sparse top-k
+                          on large data, see ``top_k``)
 ``obsm["X_scmsi_<m>"]``   latent of modality ``m``
 ``obsp["scmsi_connectivities"]``, ``obsp["scmsi_distances"]``, ``uns["scmsi"]``: k-NN graph
 ``obs["scmsi_leiden"]``   Leiden clusters on that graph (``uns["scmsi_leiden"]``: resolution)
@@ -23,15 +24,28 @@ import pandas as pd
 import scanpy as sc
 from anndata import AnnData
 from mudata import MuData
+from scipy import sparse
 from sklearn.cluster import KMeans, SpectralClustering
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
 KEY = "scmsi"
 RESOLUTIONS = tuple(np.round(np.arange(0.1, 2.01, 0.1), 2))
+# top_k="auto": above this many cells x anchors (200 MB as float32), coefficients are kept
+# sparse, with this many per cell.
+DENSE_MAX_ENTRIES = 50_000_000
+AUTO_TOP_K = 64
 
 
-def coefficient_embedding(coef: np.ndarray, n_comps: int = 10, seed: int = 0) -> np.ndarray:
+def auto_top_k(n_cells: int, n_anchors: int, top_k: int | None | Literal["auto"]) -> int | None:
+    """Resolve ``top_k="auto"``: None (dense) up to :data:`DENSE_MAX_ENTRIES` cells x anchors,
+    else :data:`AUTO_TOP_K`; an integer or None is returned as it is."""
+    if top_k != "auto":
+        return top_k
+    return None if n_cells * n_anchors <= DENSE_MAX_ENTRIES else AUTO_TOP_K
+
+
+def coefficient_embedding(coef, n_comps: int = 10, seed: int = 0) -> np.ndarray:
     """PCA of the fused coefficients, shape ``(N, n_comps)``.
 
     Cost O(N * A * n_comps): the affinity is never expanded to N x N. ``n_comps`` defaults to
@@ -51,9 +65,16 @@ def embed_and_cluster(
     cluster_method: Literal["kmeans", "spectral"] = "kmeans",
     umap: bool = True,
     fusion: Literal["mean", "adaptive"] = "mean",
+    top_k: int | None | Literal["auto"] = "auto",
+    batch_size: int | None = None,
     seed: int = 0,
 ) -> None:
     """Fused affinity -> embedding -> k-NN graph -> Leiden (and k-means/spectral) -> UMAP.
+
+    Every step is linear in N: coefficients are cells x anchors (sparse top-k on large data),
+    their PCA never forms an N x N matrix, the k-NN graph is approximate (scanpy's
+    pynndescent above 4,096 cells) and the silhouette that picks the Leiden resolution is
+    computed on a subsample.
 
     Parameters
     ----------
@@ -77,18 +98,38 @@ def embed_and_cluster(
     fusion
         How modalities' coefficients are fused (:meth:`scmsi.SCMSI.get_coefficients`);
         ``"adaptive"`` also writes the per-cell weights to ``obsm["scmsi_modality_weights"]``.
+    top_k
+        None: hold the fused coefficients dense (N x A) and write them to
+        ``obsm["scmsi_coef"]``. An integer: never hold them dense; the PCA is computed exactly
+        in two streamed passes (:func:`streamed_coefficient_pca`) and ``obsm["scmsi_coef"]``
+        gets each cell's ``top_k`` largest coefficients (sparse CSR). ``"auto"``: dense up
+        to 50M cells x anchors (e.g. 97,000 cells with 512 anchors), else the top 64.
+    batch_size
+        Minibatch size of the model's forward passes.
     seed
         Random seed of PCA, Leiden, k-means and UMAP.
     """
-    coefs = model.get_coefficients(data, return_all=True, fusion=fusion)
-    latents = model.get_latent_representation(data)
-    emb, pca = coefficient_pca(coefs["fused"], n_comps or model.module.n_latent, seed)
+    k = auto_top_k(data.n_obs, model.module.n_anchors, top_k)
+    n_comps = n_comps or model.module.n_latent
+    if k is None:
+        fused = model.get_coefficients(data, fusion=fusion, batch_size=batch_size)
+        latents = model.get_latent_representation(data, batch_size=batch_size)
+        emb, pca = coefficient_pca(fused, n_comps, seed)
+    else:
+        emb, pca, fused, latents = streamed_coefficient_pca(
+            data, model, n_comps, k, fusion, batch_size
+        )
     pca["anchors"] = np.asarray(model.anchor_names_, dtype=str)
 
     tmp = AnnData(obs=pd.DataFrame(index=data.obs_names.copy()))
     tmp.obsm["X_scmsi"] = emb
     sc.pp.neighbors(
-        tmp, n_neighbors=n_neighbors, use_rep="X_scmsi", key_added=KEY, random_state=seed
+        tmp,
+        n_neighbors=n_neighbors,
+        use_rep="X_scmsi",
+        key_added=KEY,
+        random_state=seed,
+        transformer=knn_transformer(data.n_obs, n_neighbors, seed),
     )
     graph = tmp.obsp[f"{KEY}_connectivities"]
     if resolution == "auto":
@@ -101,7 +142,7 @@ def embed_and_cluster(
 
     data.obsm["X_scmsi"] = emb
     data.uns[f"{KEY}_pca"] = pca
-    data.obsm[f"{KEY}_coef"] = coefs["fused"]
+    data.obsm[f"{KEY}_coef"] = fused
     if fusion == "adaptive":
         data.obsm[f"{KEY}_modality_weights"] = model.get_modality_weights(data).to_numpy()
     for m, z in latents.items():
@@ -122,19 +163,68 @@ def embed_and_cluster(
         )
 
 
-def leiden(graph, resolution: float = 1.0, seed: int = 0) -> pd.Categorical:
-    """Leiden (igraph flavour, 2 iterations) on a symmetric sparse affinity graph."""
-    tmp = AnnData(obs=pd.DataFrame(index=[str(i) for i in range(graph.shape[0])]))
-    sc.tl.leiden(
-        tmp,
-        adjacency=graph,
-        resolution=resolution,
+def knn_transformer(n_obs: int, n_neighbors: int = 15, seed: int = 0):
+    """The k-NN search of :func:`scanpy.pp.neighbors` for ``n_obs`` cells.
+
+    None (scanpy's exact search) below 8,192 cells; above, approximate nearest neighbours with
+    pynndescent and scanpy's (UMAP's) settings, O(N log N). scanpy 1.11 reads that k-NN
+    matrix with ``getnnz``, which the scipy sparse *array* returned by recent pynndescent
+    lacks, so its default fails on large data; this one returns a ``csr_matrix``.
+    """
+    if n_obs < 8192:
+        return None
+    from pynndescent import PyNNDescentTransformer
+
+    class _CSRTransformer(PyNNDescentTransformer):
+        def fit_transform(self, X, y=None, **fit_params):
+            return sparse.csr_matrix(super().fit_transform(X, y, **fit_params))
+
+    return _CSRTransformer(
+        n_neighbors=n_neighbors,
         random_state=seed,
-        flavor="igraph",
-        n_iterations=2,
-        directed=False,
+        n_jobs=sc.settings.n_jobs,
+        n_trees=min(64, 5 + round(n_obs**0.5 / 20.0)),
+        n_iters=max(5, round(np.log2(n_obs))),
     )
-    return pd.Categorical(tmp.obs["leiden"].to_numpy())
+
+
+def igraph_from_adjacency(graph):
+    """Undirected weighted :class:`igraph.Graph` of a symmetric sparse affinity.
+
+    The graph scanpy's Leiden builds (same edges, order and weights) but from arrays: scanpy's
+    goes through a Python list of edge tuples, several GB and seconds per call at 1M cells,
+    and :func:`leiden_auto` reuses this one for every resolution.
+    """
+    import igraph
+
+    coo = sparse.coo_matrix(graph)
+    keep = coo.data != 0
+    g = igraph.Graph(
+        n=graph.shape[0], edges=np.column_stack([coo.row[keep], coo.col[keep]]), directed=False
+    )
+    g.es["weight"] = coo.data[keep]
+    return g
+
+
+def leiden(graph, resolution: float = 1.0, seed: int = 0) -> pd.Categorical:
+    """Leiden (igraph flavour, 2 iterations) on a symmetric sparse affinity graph.
+
+    The same as :func:`scanpy.tl.leiden` with ``flavor="igraph", n_iterations=2,
+    directed=False`` (same random state, same labels). ``graph`` may also be an
+    :class:`igraph.Graph` from :func:`igraph_from_adjacency`, to reuse across calls.
+    """
+    import igraph
+    from scanpy._utils.random import set_igraph_random_state  # scanpy's seeding of igraph
+
+    g = graph if isinstance(graph, igraph.Graph) else igraph_from_adjacency(graph)
+    with set_igraph_random_state(seed):
+        part = g.community_leiden(
+            objective_function="modularity",
+            weights="weight",
+            resolution=resolution,
+            n_iterations=2,
+        )
+    return pd.Categorical(np.asarray(part.membership).astype(str))
 
 
 def leiden_auto(
@@ -174,8 +264,9 @@ def leiden_auto(
     rng = np.random.default_rng(seed)
     sub = np.sort(rng.choice(n, max_cells, replace=False)) if n > max_cells else np.arange(n)
     best, scores = None, []
+    g = igraph_from_adjacency(graph)  # built once for all resolutions
     for r in resolutions:
-        labels = leiden(graph, r, seed)
+        labels = leiden(g, r, seed)
         k = len(np.unique(np.asarray(labels)[sub]))
         score = (
             silhouette_score(embedding[sub], np.asarray(labels)[sub])
@@ -211,12 +302,14 @@ def cluster(
 
 
 # ---------------------------------------------------------------------------- new cells
-def coefficient_pca(coef: np.ndarray, n_comps: int = 10, seed: int = 0) -> tuple[np.ndarray, dict]:
+def coefficient_pca(coef, n_comps: int = 10, seed: int = 0) -> tuple[np.ndarray, dict]:
     """PCA of the fused coefficients and the fitted projection, for mapping new cells.
 
     Returns the embedding ``(N, n_comps)`` and ``{"components": (n_comps, A), "mean": (A,)}``;
     the embedding is ``(coef - mean) @ components.T``, the projection :func:`map_query`
-    applies to new cells, so reference and query share one space.
+    applies to new cells, so reference and query share one space. ``coef`` may be dense or
+    sparse (top-k): with N >= 10 A scikit-learn solves it from the A x A covariance, O(N A^2)
+    dense or O(N k^2) sparse, without centring (densifying) a sparse matrix.
     """
     n_comps = int(min(n_comps, coef.shape[1] - 1, coef.shape[0] - 1))
     fit = PCA(n_comps, random_state=seed).fit(coef)
@@ -227,10 +320,84 @@ def coefficient_pca(coef: np.ndarray, n_comps: int = 10, seed: int = 0) -> tuple
     return project_coefficients(coef, pca), pca
 
 
-def project_coefficients(coef: np.ndarray, pca: dict) -> np.ndarray:
-    """Project fused coefficients with a stored PCA (``uns["scmsi_pca"]``)."""
+def streamed_coefficient_pca(
+    data: MuData | AnnData,
+    model,
+    n_comps: int = 10,
+    top_k: int = AUTO_TOP_K,
+    fusion: Literal["mean", "adaptive"] = "mean",
+    batch_size: int | None = None,
+) -> tuple[np.ndarray, dict, sparse.csr_matrix, dict[str, np.ndarray]]:
+    """Exact PCA of the fused coefficients of ``data`` without holding them as N x A.
+
+    First pass (:meth:`scmsi.SCMSI.iter_coefficients`): the mean and the A x A second moment
+    of the dense fused coefficients (float64 sums). The components are the leading
+    eigenvectors of the covariance (signs as scikit-learn's: largest loading positive).
+    Second pass (:func:`project_batches`): each minibatch is projected, and each cell's
+    ``top_k`` largest coefficients and its latents are kept. The embedding equals
+    :func:`coefficient_pca` of the dense matrix (to float precision); memory is
+    O(N * (top_k + n_comps) + A^2), time two forward passes plus O(N A^2).
+
+    Returns
+    -------
+    embedding ``(N, n_comps)``, the PCA (as :func:`coefficient_pca`), the top-k fused
+    coefficients (CSR) and ``{modality: latent (N, n_latent)}``.
+    """
+    n, total, gram, shift = 0, 0.0, 0.0, None
+    for out in model.iter_coefficients(data, batch_size=batch_size, fusion=fusion):
+        # Moments about the first minibatch's mean, in float64: E[ff] - mean^2 would cancel.
+        f = out["fused"].astype(np.float64)
+        shift = f.mean(0) if shift is None else shift
+        f -= shift
+        n += len(f)
+        total = total + f.sum(0)
+        gram = gram + f.T @ f
+    mean = total / n
+    n_comps = int(min(n_comps, len(mean) - 1, n - 1))
+    _, vecs = np.linalg.eigh(gram / n - np.outer(mean, mean))
+    mean += shift
+    components = vecs[:, ::-1][:, :n_comps].T
+    top = np.abs(components).argmax(1)
+    components *= np.sign(components[np.arange(n_comps), top])[:, None]
+    pca = {"components": components.astype(np.float32), "mean": mean.astype(np.float32)}
+    emb, coef, latents = project_batches(data, model, pca, top_k, fusion, batch_size)
+    return emb, pca, coef, latents
+
+
+def project_batches(
+    data: MuData | AnnData,
+    model,
+    pca: dict,
+    top_k: int | None = None,
+    fusion: Literal["mean", "adaptive"] = "mean",
+    batch_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | sparse.csr_matrix, dict[str, np.ndarray]]:
+    """One pass over ``data``: projected fused coefficients, the coefficients and latents.
+
+    Returns the embedding ``(N, n_comps)`` (:func:`project_coefficients`), the fused
+    coefficients (dense, or each cell's ``top_k`` largest as CSR) and
+    ``{modality: latent (N, n_latent)}``.
+    """
+    from ._model import top_k_sparse
+
+    emb, kept, latents = [], [], {m: [] for m in model.modality_names}
+    for out in model.iter_coefficients(data, batch_size=batch_size, fusion=fusion, latent=True):
+        emb.append(project_coefficients(out["fused"], pca))
+        kept.append(out["fused"] if top_k is None else top_k_sparse(out["fused"], top_k))
+        for m, z in out["latent"].items():
+            latents[m].append(z)
+    coef = np.concatenate(kept) if top_k is None else sparse.csr_matrix(sparse.vstack(kept))
+    return np.concatenate(emb), coef, {m: np.concatenate(v) for m, v in latents.items()}
+
+
+def project_coefficients(coef, pca: dict) -> np.ndarray:
+    """Project fused coefficients (dense or sparse) with a stored PCA (``uns["scmsi_pca"]``)."""
+    components = np.asarray(pca["components"], dtype=np.float32).T
+    mean = np.asarray(pca["mean"], dtype=np.float32)
+    if sparse.issparse(coef):  # (C - mean) W = C W - mean W: C stays sparse
+        return (np.asarray(coef @ components) - mean @ components).astype(np.float32)
     coef = np.asarray(coef, dtype=np.float32)
-    return ((coef - pca["mean"]) @ np.asarray(pca["components"]).T).astype(np.float32)
+    return ((coef - mean) @ components).astype(np.float32)
 
 
 def map_query(
@@ -240,6 +407,7 @@ def map_query(
     label_key: str | None = None,
     n_neighbors: int = 15,
     batch_size: int | None = None,
+    top_k: int | None | Literal["auto"] = "auto",
 ) -> None:
     """Place new cells in the reference's embedding, with no retraining.
 
@@ -266,6 +434,8 @@ def map_query(
         Neighbours of the label transfer.
     batch_size
         Minibatch size of the model's forward passes.
+    top_k
+        Sparse top-k coefficients for large queries, as in :func:`embed_and_cluster`.
     """
     pca = reference.uns.get(f"{KEY}_pca")
     if pca is None:
@@ -279,10 +449,10 @@ def map_query(
             "The reference embedding was computed with another model (different anchor cells): "
             "run `scmsi.tl.embed_and_cluster(reference, model)` with this model first."
         )
-    coefs = model.get_coefficients(query, return_all=True, batch_size=batch_size)
-    latents = model.get_latent_representation(query, batch_size=batch_size)
-    query.obsm["X_scmsi"] = project_coefficients(coefs["fused"], pca)
-    query.obsm[f"{KEY}_coef"] = coefs["fused"]
+    k = auto_top_k(query.n_obs, model.module.n_anchors, top_k)
+    emb, coef, latents = project_batches(query, model, pca, k, batch_size=batch_size)
+    query.obsm["X_scmsi"] = emb
+    query.obsm[f"{KEY}_coef"] = coef
     for m, z in latents.items():
         query.obsm[f"X_scmsi_{m}"] = z
     if label_key is not None:
@@ -339,14 +509,19 @@ def transfer_labels(
 from .spatial import refine_domains, smooth, spatial_domains  # noqa: E402
 
 __all__ = [
+    "auto_top_k",
     "cluster",
     "coefficient_embedding",
     "coefficient_pca",
     "embed_and_cluster",
+    "igraph_from_adjacency",
+    "knn_transformer",
     "leiden",
     "leiden_auto",
     "map_query",
+    "project_batches",
     "project_coefficients",
+    "streamed_coefficient_pca",
     "refine_domains",
     "smooth",
     "spatial_domains",
