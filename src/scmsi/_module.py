@@ -473,11 +473,8 @@ class SCMSIModule(BaseModuleClass):
             z, z_hat = inference_outputs["z"][name], inference_outputs["z_hat"][name]
             coef = inference_outputs["coef"][name]
             w = locality_weights(z, inference_outputs["z_anchor"][name]) if self.locality else None
-            # The target z is detached: otherwise z = 0, C = 0 zeroes the whole term, and the
-            # self-expression drags latents towards that trivial point faster than the
-            # likelihood can hold them apart (seen as posterior collapse on Visium spots).
             se_total = se_total + keep(
-                (z.detach() - z_hat).pow(2).sum(-1) + self.gamma * elastic_net(coef, self.lam, w)
+                (z - z_hat).pow(2).sum(-1) + self.gamma * elastic_net(coef, self.lam, w)
             )
         contrast = self.contrastive_loss(inference_outputs["coef"], obs)
         per_cell = (
