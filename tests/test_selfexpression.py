@@ -1,6 +1,11 @@
 import torch
 
-from scmsi._selfexpression import SelfExpressiveNetwork, elastic_net, locality_weights
+from scmsi._selfexpression import (
+    SelfExpressiveNetwork,
+    elastic_net,
+    locality_weights,
+    self_expression_error,
+)
 
 
 def test_coefficients_nonnegative_masked_and_never_empty():
@@ -36,3 +41,18 @@ def test_locality_weights_penalise_far_anchors():
     assert torch.allclose(elastic_net(near, 0.9), elastic_net(far, 0.9))
     zq = torch.randn(4, 3, requires_grad=True)
     assert not locality_weights(zq, za).requires_grad  # the encoder cannot shrink distances
+
+
+def test_self_expression_error_is_scale_free():
+    torch.manual_seed(0)
+    z, za = torch.randn(16, 10), torch.randn(50, 10)
+    c = torch.rand(16, 50) / 50
+    err = self_expression_error(z, c @ za, za)
+    assert err.shape == (16,)
+    # Shrinking every latent towards a point must not lower the error (the trivial minimum).
+    shrunk = self_expression_error(0.01 * z, c @ (0.01 * za), 0.01 * za)
+    assert torch.allclose(shrunk, err, rtol=1e-4)
+    # For anchors with unit variance per dimension it is the plain squared error.
+    za1 = (za - za.mean(0)) / za.std(0)
+    plain = (z - c @ za1).pow(2).sum(-1)
+    assert torch.allclose(self_expression_error(z, c @ za1, za1), plain, rtol=1e-4)

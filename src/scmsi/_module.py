@@ -17,7 +17,12 @@ from torch.distributions import kl_divergence as kl
 from ._encoders import make_encoder
 from ._likelihoods import HEADS
 from ._mosaic import mask_registry_key
-from ._selfexpression import SelfExpressiveNetwork, elastic_net, locality_weights
+from ._selfexpression import (
+    SelfExpressiveNetwork,
+    elastic_net,
+    locality_weights,
+    self_expression_error,
+)
 
 _N_FINGERPRINTS = 3
 
@@ -72,7 +77,10 @@ class SCMSIModule(BaseModuleClass):
     accessibility_likelihood
         ``"bernoulli"`` (binarised peaks) or ``"poisson"`` for ``accessibility`` modalities.
     lambda_se, lambda_contrast
-        Weights of the self-expressive and contrastive terms (paper code: 1 and 0.1).
+        Weights of the self-expressive and contrastive terms (paper code: 1 and 0.1). The
+        self-expression error ``||z - z_hat||^2`` is divided by the mean per-dimension variance
+        of the anchors' latents, so it is scale-free (the paper's plain error has a trivial
+        minimum where every latent shrinks to one point).
     lambda_cross
         Weight of the cross-modal reconstruction (:meth:`cross_expression_loss`): modality m
         decoded from ``C^m' z^m_anchor`` and scored by its likelihood, over the cells that have
@@ -472,10 +480,10 @@ class SCMSIModule(BaseModuleClass):
             kl_local[f"kl_extra_{name}"] = keep(head.kl(params, batch_index))
             z, z_hat = inference_outputs["z"][name], inference_outputs["z_hat"][name]
             coef = inference_outputs["coef"][name]
-            w = locality_weights(z, inference_outputs["z_anchor"][name]) if self.locality else None
-            se_total = se_total + keep(
-                (z - z_hat).pow(2).sum(-1) + self.gamma * elastic_net(coef, self.lam, w)
-            )
+            za = inference_outputs["z_anchor"][name]
+            w = locality_weights(z, za) if self.locality else None
+            se_err = self_expression_error(z, z_hat, za)
+            se_total = se_total + keep(se_err + self.gamma * elastic_net(coef, self.lam, w))
         contrast = self.contrastive_loss(inference_outputs["coef"], obs)
         per_cell = (
             sum(rec.values())

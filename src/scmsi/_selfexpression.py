@@ -84,6 +84,20 @@ def locality_weights(z: torch.Tensor, z_anchor: torch.Tensor) -> torch.Tensor:
     return d / d.mean(-1, keepdim=True).clamp_min(1e-12)
 
 
+def self_expression_error(
+    z: torch.Tensor, z_hat: torch.Tensor, z_anchor: torch.Tensor
+) -> torch.Tensor:
+    """``||z_n - z_hat_n||^2`` over the anchors' mean per-dimension latent variance, ``(B,)``.
+
+    The paper's plain error has a trivial minimum: shrink every latent towards one point and
+    any coefficients rebuild it. Reconstruction resists that only where the modality carries
+    much signal; a sparse one (Visium RNA, a few hundred counts per spot) collapsed. Dividing by
+    the spread of the anchors (not detached) makes the error scale-free, and for a latent that
+    matches its N(0, I) prior it is the plain error.
+    """
+    return (z - z_hat).pow(2).sum(-1) / z_anchor.var(0).mean().clamp_min(1e-6)
+
+
 def elastic_net(c: torch.Tensor, lam: float, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Per-cell elastic net ``sum_i lam*w_i*|c_i| + (1-lam)/2 * c_i^2``, shape ``(B,)``.
 
