@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import scanpy as sc
 from scipy import sparse
 from sklearn.metrics import adjusted_rand_score
 
@@ -209,6 +210,22 @@ def test_to_mudata_modalities():
     assert kinds == {"rna": "counts"}  # expression + coordinates only
     with pytest.raises(ValueError, match="image"):
         sp.to_mudata(syn, image=True)
+
+
+def test_to_mudata_keeps_spots_with_no_counts_in_the_hvgs():
+    syn = synthetic_visium(n_rows=8, n_cols=8)
+    syn.X = sparse.csr_matrix(syn.X)
+    n_top = 10
+    hvg = sc.pp.highly_variable_genes(syn, n_top_genes=n_top, flavor="seurat_v3", inplace=False)
+    others = np.flatnonzero(~hvg["highly_variable"].to_numpy())
+    x = syn.X.toarray()
+    x[0] = 0
+    x[0, others[0]] = 1  # a near-empty spot whose only count is outside the HVGs
+    syn.X = sparse.csr_matrix(x)
+    mdata, _ = sp.to_mudata(syn, n_top_genes=n_top, image=False, niche=False)
+    assert mdata.n_obs == syn.n_obs
+    assert mdata["rna"].X[0].sum() == 1
+    scmsi.SCMSI.setup_mudata(mdata, modalities={"rna": "counts"})  # passes validation
 
 
 def test_end_to_end_spatial_domains(tmp_path):

@@ -532,7 +532,8 @@ def to_mudata(
         Add the ``niche`` modality (:func:`niche_features`; with no genes, the PCs of the
         neighbours' mean image features).
     n_top_genes
-        Keep this many highly variable genes (seurat_v3 on counts); None keeps all.
+        Keep this many highly variable genes (seurat_v3 on counts), plus the expressed genes
+        of any spot that would have no counts in them (so no spot is lost); None keeps all.
     n_neighs
         Spatial neighbours (6: Visium hexagonal ring).
 
@@ -558,7 +559,14 @@ def to_mudata(
         hvg = sc.pp.highly_variable_genes(
             rna, n_top_genes=n_top_genes, flavor="seurat_v3", inplace=False
         )
-        rna = rna[:, hvg["highly_variable"].to_numpy()].copy()
+        keep = hvg["highly_variable"].to_numpy()
+        # A near-empty spot (1-2 counts, e.g. at a tissue edge) can have none in the HVGs and
+        # could not be modelled; adding its few expressed genes keeps every spot, so the
+        # result stays aligned with the user's AnnData.
+        empty = np.asarray(rna.X[:, keep].sum(1)).ravel() == 0
+        if empty.any():
+            keep = keep | (np.asarray(rna.X[empty].sum(0)).ravel() > 0)
+        rna = rna[:, keep].copy()
     graph = spatial_graph(adata.obsm[SPATIAL_KEY], n_neighs)
     has_genes = rna.n_vars > 0  # image-only data (e.g. no count matrix) have no genes
     mods, kinds = ({"rna": rna}, {"rna": "counts"}) if has_genes else ({}, {})
