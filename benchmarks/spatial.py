@@ -71,6 +71,20 @@ def _labels(adata) -> tuple[np.ndarray, np.ndarray]:
     return lab, ok
 
 
+def _save_paletted(fig, path: Path, dpi: int = 100) -> None:
+    """Save ``fig`` as a 256-colour PNG: with the H&E behind the spots a full-colour one
+    weighs over 1 MB."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    buf.seek(0)
+    img = Image.open(buf).convert("RGB").quantize(256)
+    img.save(path, optimize=True)
+
+
 # ------------------------------------------------------------------------------ workers
 def _worker(args: argparse.Namespace) -> None:
     """One (section, method, seed): read the section, cluster, save labels as npz."""
@@ -312,7 +326,7 @@ def _figure(dataset, section, adata, examples, methods, args) -> None:
             adata.obs[m] = pd.Categorical(examples[(section, m)])
             cols.append(m)
     fig = scmsi.pl.spatial_domains(adata, color=cols, ax_size=4.0)
-    fig.savefig(out_dir / f"{args.name or dataset}_{section}.png", dpi=100)
+    _save_paletted(fig, out_dir / f"{args.name or dataset}_{section}.png")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
