@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks._common import mean_sd
+
 RESULTS = Path(__file__).resolve().parent / "results"
 NOTES = Path(__file__).resolve().parent / "notes"
 LABEL_KEY = "cell_type"
@@ -172,10 +174,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mean_sd(s: pd.Series) -> str:
-    return f"{s.mean():.3f} ± {s.std(ddof=1):.3f}" if len(s) > 1 else f"{s.mean():.3f}"
-
-
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """One row per method: mean ± sd over seeds."""
     agg = []
@@ -183,14 +181,14 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
         agg.append(
             {
                 "method": method,
-                "k-means ARI": _mean_sd(g["kmeans_ari"]) if "kmeans_ari" in g else "n/a",
-                "k-means NMI": _mean_sd(g["kmeans_nmi"]) if "kmeans_nmi" in g else "n/a",
-                "Leiden ARI": _mean_sd(g["leiden_ari"]),
-                "Leiden NMI": _mean_sd(g["leiden_nmi"]),
+                "k-means ARI": mean_sd(g["kmeans_ari"]) if "kmeans_ari" in g else "n/a",
+                "k-means NMI": mean_sd(g["kmeans_nmi"]) if "kmeans_nmi" in g else "n/a",
+                "Leiden ARI": mean_sd(g["leiden_ari"]),
+                "Leiden NMI": mean_sd(g["leiden_nmi"]),
                 "Leiden clusters": f"{g['leiden_n'].mean():.1f}",
                 "Leiden res.": f"{g['leiden_resolution'].median():.1f}",
-                "time (s)": _mean_sd(g["time_s"]),
-                "CPU time (s)": _mean_sd(g["cpu_s"]) if g["cpu_s"].notna().all() else "n/a",
+                "time (s)": mean_sd(g["time_s"]),
+                "CPU time (s)": mean_sd(g["cpu_s"]) if g["cpu_s"].notna().all() else "n/a",
                 "peak RSS (MiB)": f"{g['peak_rss_mib'].max():.0f}",
             }
         )

@@ -50,6 +50,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks._common import mean_sd
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("dlpfc_pair", "eccite")
@@ -447,13 +449,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mean_sd(s: pd.Series) -> str:
-    s = s.dropna()
-    if len(s) == 0:
-        return ""
-    return f"{s.mean():.3f} ± {s.std(ddof=1):.3f}" if len(s) > 1 else f"{s.mean():.3f}"
-
-
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """Mean ± sd over seeds per embedding, best Total first."""
     groups = metric_groups(table.columns)
@@ -462,7 +457,7 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for emb in order:
         g = table[table["embedding"] == emb]
-        rows.append({"embedding": emb, **{c: _mean_sd(g[c]) for c in cols}})
+        rows.append({"embedding": emb, **{c: mean_sd(g[c]) for c in cols}})
     return pd.DataFrame(rows)
 
 

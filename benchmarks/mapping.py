@@ -42,6 +42,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks._common import mean_sd
+
 RESULTS = Path(__file__).resolve().parent / "results"
 LABEL_KEY = "cell_type"
 QUERY_FRACTION = 0.3
@@ -412,19 +414,12 @@ def _run_job(job: dict, h5mu: Path, work: Path, threads: int) -> dict:
     return dict(np.load(out, allow_pickle=False))
 
 
-def _mean_sd(s: pd.Series) -> str:
-    s = s.dropna()
-    if s.empty:
-        return "n/a"
-    return f"{s.mean():.3f} ± {s.std(ddof=1):.3f}" if len(s) > 1 else f"{s.mean():.3f}"
-
-
 def _summary(table: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
     out = []
     for key, g in table.groupby(by, sort=False):
         key = key if isinstance(key, tuple) else (key,)
         out.append(
-            {**dict(zip(by, key, strict=True)), **{c: _mean_sd(g[c]) for c in cols if c in g}}
+            {**dict(zip(by, key, strict=True)), **{c: mean_sd(g[c], "n/a") for c in cols if c in g}}
         )
     return pd.DataFrame(out)
 

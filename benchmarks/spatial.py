@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks._common import mean_sd
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = {
@@ -255,13 +257,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mean_sd(s: pd.Series) -> str:
-    s = s.dropna()
-    if len(s) == 0:
-        return ""
-    return f"{s.mean():.3f} ± {s.std(ddof=1):.3f}" if len(s) > 1 else f"{s.mean():.3f}"
-
-
 def _report(table: pd.DataFrame, dataset: str, args, sections) -> None:
     import scvi
     import torch
@@ -284,12 +279,12 @@ def _report(table: pd.DataFrame, dataset: str, args, sections) -> None:
             "section": sec,
             "method": method,
             "seeds": len(g),
-            "ARI": _mean_sd(g["ari"]),
-            "NMI": _mean_sd(g["nmi"]),
+            "ARI": mean_sd(g["ari"]),
+            "NMI": mean_sd(g["nmi"]),
             "time (s)": f"{g['time_s'].mean():.0f}",
         }
         if "auto_ari" in g and g["auto_ari"].notna().any():
-            row["auto ARI (n)"] = f"{_mean_sd(g['auto_ari'])} ({g['auto_n'].mean():.1f})"
+            row["auto ARI (n)"] = f"{mean_sd(g['auto_ari'])} ({g['auto_n'].mean():.1f})"
         agg.append(row)
     lines.append(pd.DataFrame(agg).fillna("").to_markdown(index=False))
     if len(sections) > 1:
