@@ -150,6 +150,17 @@ def run(args: argparse.Namespace) -> int:
                     **scores,
                 }
             )
+            for key in [k for k in res if k.startswith("extra_embedding_fusion_")]:
+                # The same trained models fused another way: an ablation row, no retraining.
+                fusion = key[len("extra_embedding_fusion_") :]
+                rows.append(
+                    {
+                        **rows[-1],
+                        "method": f"{method} (fusion={fusion})",
+                        "notes": f"the {method} models above, fused with fusion={fusion!r}",
+                        **_score({"embedding": res[key]}, labels, seed),
+                    }
+                )
             if seed == 0 and res.get("embedding") is not None:
                 embeddings[method] = res["embedding"]
             if seed == 0 and method == "scmsi":

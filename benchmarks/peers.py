@@ -466,7 +466,9 @@ def scmsi_default(mdata: md.MuData, seed: int) -> PeerResult:
     Modality types from ``uns["modality_types"]``; ``counts``/``protein`` modalities read
     ``.layers["counts"]`` (when present), the others ``.X``. With a protein modality, also
     returns its denoised expression and foreground probability (``extras``: the paper's
-    Figure 3F).
+    Figure 3F). With several modalities, ``extras["embedding_fusion_<other>"]`` is the same
+    model's embedding with the other fusion (``"adaptive"`` for the default ``"mean"``): an
+    ablation with no retraining, since the fusion only reads the trained coefficients.
     """
     import scmsi
 
@@ -484,17 +486,27 @@ def scmsi_default(mdata: md.MuData, seed: int) -> PeerResult:
     scmsi.tl.embed_and_cluster(m, model, umap=False, seed=seed)
     n_epochs = len(model.history["elbo_train"])
     inputs = ", ".join(f"{mod}: {kind} ({layers[mod] or '.X'})" for mod, kind in types.items())
+    fusion = m.uns["scmsi_pca"]["fusion"]
     notes = (
         f"scmsi {scmsi.__version__} defaults: {model.module.n_anchors} anchors, "
-        f"{n_epochs} epochs (early stopping on), embedding = PCA of fused coefficients; "
-        f"modalities {inputs}."
+        f"{n_epochs} epochs (early stopping on), embedding = PCA of fused coefficients "
+        f"(fusion={fusion!r}); modalities {inputs}."
     )
     extras = {}
+    if len(types) > 1:
+        other = "adaptive" if fusion == "mean" else "mean"
+        coef = model.get_coefficients(m, fusion=other)
+        extras[f"embedding_fusion_{other}"] = scmsi.tl.coefficient_pca(
+            coef, model.module.n_latent, seed
+        )[0]
+        if other == "adaptive":
+            w = {k: round(float(v), 2) for k, v in model.get_modality_weights(m).mean(0).items()}
+            notes += f" Mean adaptive-fusion weights: {w}."
     prots = _of_type(types, "protein")
     if prots:
         denoised = model.get_normalized_expression(m, modality=prots[0])
         fg = model.get_protein_foreground_probability(m, modality=prots[0])
-        extras = {
+        extras |= {
             "prot_names": np.asarray(denoised.columns, dtype=str),
             "prot_denoised": denoised.to_numpy(np.float32),
             "prot_foreground": fg.to_numpy(np.float32),

@@ -164,6 +164,22 @@ def test_modality_weights_favour_the_modality_that_explains_all():
     np.testing.assert_allclose(fuse_coefficients(c, weights=w).sum(1), 1.0, rtol=1e-5)
 
 
+def test_modality_weights_leave_out_missing_modalities():
+    from scmsi._model import modality_weights
+
+    rng = np.random.default_rng(0)
+    err = rng.uniform(0.9, 1.1, (60, 2, 2))
+    err[:, :, 0] = 1.0  # modality 0's scale is the same whichever cells it is taken over
+    lacks = np.arange(60) < 40  # most cells lack modality 1
+    err[lacks, 1, :] = np.nan
+    err[lacks, :, 1] = np.nan
+    w = modality_weights(err)
+    np.testing.assert_array_equal(w[lacks], [[1.0, 0.0]] * 40)
+    # The complete cells' weights are those of the complete cells alone: the scale of
+    # modality 1 comes from the cells that have it.
+    np.testing.assert_allclose(w[~lacks], modality_weights(err[~lacks]), rtol=1e-6)
+
+
 def test_adaptive_fusion_on_a_trained_model(trained):
     model, md = trained
     w = model.get_modality_weights()

@@ -100,6 +100,9 @@ def test_mosaic_trains_with_anchors_from_complete_cells(mosaic, cells):
     # a cell without protein is fused over RNA only
     rna = c["rna"][hidden]
     np.testing.assert_allclose(c["fused"][hidden], rna / rna.sum(1, keepdims=True), rtol=1e-5)
+    w = model.get_modality_weights()
+    np.testing.assert_array_equal(w.loc[hidden, "prot"], 0.0)
+    assert (w.loc[~hidden, "prot"] > 0).all()
 
 
 def test_terms_of_a_missing_modality_do_not_count(mosaic, cells):

@@ -47,3 +47,24 @@ def test_leiden_auto_finds_separated_groups_without_labels():
     labels, info = leiden_auto(ad.obsp["connectivities"], x, seed=0)
     assert len(labels.categories) == 4
     assert len(info["silhouette"]) == len(info["resolutions"])
+
+
+def test_adaptive_fusion_maps_a_cell_the_same_whatever_the_query(trained):
+    """New cells are weighed on the reference's error scale, not their own query's."""
+    model, md = trained
+    ref = md.copy()
+    scmsi.tl.embed_and_cluster(ref, model, umap=False, fusion="adaptive")
+    assert ref.uns["scmsi_pca"]["fusion"] == "adaptive"
+    w = ref.obsm["scmsi_modality_weights"]
+    assert w.shape == (md.n_obs, 2) and np.allclose(w.sum(1), 1.0, atol=1e-5)
+    scale = ref.uns["scmsi_pca"]["fusion_scale"]
+    part = md[:30].copy()
+    own = model.get_modality_weights(part).to_numpy()
+    fixed = model.get_modality_weights(part, scale=scale).to_numpy()
+    np.testing.assert_allclose(fixed, w[:30], atol=1e-6)
+    assert np.abs(own - w[:30]).max() > 1e-5  # the query's own scale would differ
+    whole = md.copy()
+    scmsi.tl.map_query(whole, model, ref)
+    scmsi.tl.map_query(part, model, ref)
+    np.testing.assert_allclose(part.obsm["X_scmsi"], whole.obsm["X_scmsi"][:30], atol=1e-6)
+    np.testing.assert_allclose(whole.obsm["X_scmsi"], ref.obsm["X_scmsi"], atol=1e-4)

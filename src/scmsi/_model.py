@@ -731,10 +731,12 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
         The fused affinity is a weighted mean over modalities of each modality's coefficients
         normalised to sum to one per cell, so no modality counts more for the scale of its
-        coefficients. ``fusion="mean"`` weighs modalities equally; ``"adaptive"`` uses the
-        per-cell weights of :meth:`get_modality_weights`. A cell that lacks a modality is fused
-        over the modalities it has, and its coefficients in the missing modality are the mean
-        of those (what rebuilds its latent there).
+        coefficients. ``fusion="mean"`` (default) weighs modalities equally; ``"adaptive"``
+        uses the per-cell weights of :meth:`get_modality_weights` (an option: in our
+        benchmarks it helped on SNARE-seq and hurt on PBMC CITE-seq and sci-CAR, see the
+        README). A cell that lacks a modality is fused over the modalities it has, and its
+        coefficients in the missing modality are the mean of those (what rebuilds its latent
+        there).
 
         Parameters
         ----------
@@ -794,6 +796,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         batch_size: int | None = None,
         fusion: Literal["mean", "adaptive"] | None = "mean",
         latent: bool = False,
+        weight_scale: np.ndarray | None = None,
     ) -> Iterator[dict]:
         """Coefficients one minibatch at a time, for data whose N x A matrix is too large.
 
@@ -812,14 +815,18 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             ``"mean"``, ``"adaptive"`` or None (see :meth:`get_coefficients`).
         latent
             Also yield the posterior mean latents.
+        weight_scale
+            ``scale`` of :meth:`get_modality_weights` for ``fusion="adaptive"``.
         """
         if fusion not in ("mean", "adaptive", None):
             raise ValueError(f"fusion must be 'mean' or 'adaptive', got {fusion!r}.")
         names = self.modality_names
         with self._registered_data(adata) as adata_v:
             weights = None
-            if fusion == "adaptive":
-                weights = self.get_modality_weights(adata_v, indices, batch_size).to_numpy()
+            if fusion == "adaptive" and len(names) > 1:
+                weights = self.get_modality_weights(
+                    adata_v, indices, batch_size, weight_scale
+                ).to_numpy()
             start = 0
             for _, inf, _ in self._outputs(adata_v, indices, batch_size, generative=False):
                 out = {m: inf["coef"][m].cpu().numpy() for m in names}
@@ -840,6 +847,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         adata: MuData | AnnData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
+        scale: np.ndarray | None = None,
     ) -> pd.DataFrame:
         """Per-cell modality weights of the adaptive fusion, cells x modalities (rows sum to 1).
 
@@ -850,6 +858,10 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         into a score ``s_nm``; the weights are ``softmax_m(-s_nm)``. A modality whose
         neighbours explain the cell in all modalities gets more weight; one whose neighbours
         mix cell types (noisy or uninformative data) gets less. Cost O(N * A * n_latent * M^2).
+
+        ``scale``: the M median own-rebuild errors to divide by; default those of these cells.
+        Pass the reference's (``df.attrs["scale"]`` of its weights) for new cells, so that a
+        cell's weights do not depend on which other cells are in the query.
         """
         names = self.modality_names
         with self._registered_data(adata) as adata_v:
@@ -859,7 +871,11 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             ]
             obs = adata_v.obs_names
         cells = obs if indices is None else obs[np.asarray(indices)]
-        return pd.DataFrame(modality_weights(np.concatenate(errors)), index=cells, columns=names)
+        errors = np.concatenate(errors)
+        scale = error_scale(errors) if scale is None else np.asarray(scale, dtype=np.float64)
+        out = pd.DataFrame(modality_weights(errors, scale), index=cells, columns=names)
+        out.attrs["scale"] = scale
+        return out
 
     def get_normalized_expression(
         self,
@@ -1270,26 +1286,45 @@ def top_k_sparse(coef: np.ndarray, k: int) -> sparse.csr_matrix:
 
 
 def _cross_rebuild_errors(inf: dict, names: list[str]) -> np.ndarray:
-    """``err[n, m, m'] = ||z^m'_n - c~^m_n Z^m'_anchor||^2`` for one minibatch, ``(B, M, M)``."""
+    """``err[n, m, m'] = ||z^m'_n - c~^m_n Z^m'_anchor||^2`` for one minibatch, ``(B, M, M)``.
+
+    NaN where cell n lacks modality m or m': its latent there is itself a rebuild, so the
+    error would be zero by construction, not evidence.
+    """
     out = []
     for m in names:
         c = inf["coef"][m]
         c = c / c.sum(-1, keepdim=True).clamp(min=1e-12)
         row = [(inf["z"][t] - c @ inf["z_anchor"][t]).pow(2).sum(-1) for t in names]
         out.append(torch.stack(row, -1))
-    return torch.stack(out, 1).cpu().numpy()
+    err = torch.stack(out, 1).cpu().numpy()
+    obs = np.stack([inf["observed"][m].cpu().numpy() for m in names], 1)  # (B, M)
+    err[~(obs[:, :, None] & obs[:, None, :])] = np.nan
+    return err
 
 
-def modality_weights(errors: np.ndarray) -> np.ndarray:
+def error_scale(errors: np.ndarray) -> np.ndarray:
+    """Median own-rebuild error per modality ``(M,)`` over the cells that have it."""
+    own = np.nanmedian(np.einsum("nmm->nm", errors), axis=0)
+    return np.where(np.isfinite(own), np.maximum(own, 1e-12), 1.0)
+
+
+def modality_weights(errors: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
     """Per-cell modality weights ``(N, M)`` from cross-rebuild errors ``(N, M, M)``.
 
-    Each target modality's errors are scaled by the median error of its own rebuild, so
-    modalities with large or small latent spreads are comparable; ``softmax(-mean score)``.
+    Each target modality's errors are divided by ``scale`` (default :func:`error_scale`: the
+    median error of its own rebuild), so modalities with large or small latent spreads are
+    comparable; ``softmax(-mean score)``. NaN errors (missing modalities) are left out; a
+    modality a cell lacks gets weight 0.
     """
-    own = np.median(np.einsum("nmm->nm", errors), axis=0)  # (M,)
-    score = (errors / np.maximum(own, 1e-12)[None, None, :]).mean(-1)  # (N, M)
-    score = score - score.min(1, keepdims=True)
-    w = np.exp(-score)
+    own = error_scale(errors) if scale is None else np.asarray(scale, dtype=np.float64)
+    scaled = errors / own[None, None, :]
+    known = np.isfinite(scaled)
+    score = np.where(known, scaled, 0.0).sum(-1) / np.maximum(known.sum(-1), 1)  # (N, M)
+    score = np.where(known.any(-1), score, np.inf)
+    best = score.min(1, keepdims=True)
+    w = np.exp(-(score - np.where(np.isfinite(best), best, 0.0)))
+    w[~np.isfinite(best[:, 0])] = 1.0  # a cell with no modality: equal (unused) weights
     return (w / w.sum(1, keepdims=True)).astype(np.float32)
 
 

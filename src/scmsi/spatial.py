@@ -668,6 +668,7 @@ def spatial_domains(
     use_rep: str | None = None,
     n_comps: int | None = None,
     method: Literal["kmeans", "gmm"] = "kmeans",
+    fusion: Literal["mean", "adaptive"] = "mean",
     seed: int = 0,
     key_added: str = DOMAIN_KEY,
 ) -> pd.Categorical:
@@ -704,6 +705,9 @@ def spatial_domains(
         ``"kmeans"`` (n_init=10; stable over seeds) or ``"gmm"`` (full-covariance Gaussian
         mixture, as mclust in STAGATE/GraphST; more variable over seeds here); used only with
         ``n_domains``.
+    fusion
+        ``"mean"`` (equal weights) or ``"adaptive"`` (per-spot modality weights,
+        :meth:`scmsi.SCMSI.get_modality_weights`, renormalised over the modalities used).
 
     Writes ``obs[key_added]``, ``obsm["X_scmsi_spatial"]`` (embedding) and, with a model,
     ``obsm["scmsi_coef"]`` / ``obsm["scmsi_coef_smoothed"]``.
@@ -717,7 +721,7 @@ def spatial_domains(
         x = np.asarray(data.obsm[use_rep], dtype=np.float32)
         n_default = min(x.shape[1], 30)
     elif model is not None:
-        coefs = model.get_coefficients(data, return_all=True)
+        coefs = model.get_coefficients(data, return_all=True, fusion="mean")
         used, dropped = informative_modalities(coefs)
         if dropped:
             logger.warning(
@@ -728,7 +732,12 @@ def spatial_domains(
             )
         from ._model import fuse_coefficients
 
-        x = fuse_coefficients([coefs[m] for m in used])
+        weights = None
+        if fusion == "adaptive" and len(used) > 1:
+            weights = model.get_modality_weights(data)[used].to_numpy()
+        elif fusion not in ("mean", "adaptive"):
+            raise ValueError(f"fusion must be 'mean' or 'adaptive', got {fusion!r}.")
+        x = fuse_coefficients([coefs[m] for m in used], weights=weights)
         data.obsm["scmsi_coef"] = x
         n_default = model.module.n_latent
     else:
@@ -741,7 +750,7 @@ def spatial_domains(
     data.obsm["X_scmsi_spatial"] = emb
     info: dict = {"spatial_weight": spatial_weight, "n_rounds": n_rounds, "refine": refine}
     if model is not None and use_rep is None:
-        info["modalities"] = used
+        info.update(modalities=used, fusion=fusion)
     if n_domains is not None:
         if method == "gmm":
             from sklearn.mixture import GaussianMixture

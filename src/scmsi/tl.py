@@ -7,6 +7,7 @@ Everything is written where scanpy and muon look for it, on the MuData (or AnnDa
 ``uns["scmsi_pca"]``      that PCA (``components``, ``mean``, ``anchors``): :func:`map_query`
 ``obsm["scmsi_coef"]``    fused coefficients, cells x anchors (rows sum to 1; sparse top-k
                           on large data, see ``top_k``)
+``obsm["scmsi_modality_weights"]``  per-cell modality weights of the fusion (cells x modalities)
 ``obsm["X_scmsi_<m>"]``   latent of modality ``m``
 ``obsp["scmsi_connectivities"]``, ``obsp["scmsi_distances"]``, ``uns["scmsi"]``: k-NN graph
 ``obs["scmsi_leiden"]``   Leiden clusters on that graph (``uns["scmsi_leiden"]``: resolution)
@@ -96,8 +97,9 @@ def embed_and_cluster(
     umap
         Compute a UMAP of the graph into ``obsm["X_umap"]``.
     fusion
-        How modalities' coefficients are fused (:meth:`scmsi.SCMSI.get_coefficients`);
-        ``"adaptive"`` also writes the per-cell weights to ``obsm["scmsi_modality_weights"]``.
+        How modalities' coefficients are fused (:meth:`scmsi.SCMSI.get_coefficients`):
+        ``"mean"`` (equal weights) or ``"adaptive"`` (per-cell modality weights, also written
+        to ``obsm["scmsi_modality_weights"]``).
     top_k
         None: hold the fused coefficients dense (N x A) and write them to
         ``obsm["scmsi_coef"]``. An integer: never hold them dense; the PCA is computed exactly
@@ -120,6 +122,11 @@ def embed_and_cluster(
             data, model, n_comps, k, fusion, batch_size
         )
     pca["anchors"] = np.asarray(model.anchor_names_, dtype=str)
+    pca["fusion"] = fusion  # map_query fuses new cells the same way
+    weights = None
+    if fusion == "adaptive" and len(model.modality_names) > 1:
+        weights = model.get_modality_weights(data, batch_size=batch_size)
+        pca["fusion_scale"] = weights.attrs["scale"]  # new cells are weighed on this scale
 
     tmp = AnnData(obs=pd.DataFrame(index=data.obs_names.copy()))
     tmp.obsm["X_scmsi"] = emb
@@ -143,8 +150,8 @@ def embed_and_cluster(
     data.obsm["X_scmsi"] = emb
     data.uns[f"{KEY}_pca"] = pca
     data.obsm[f"{KEY}_coef"] = fused
-    if fusion == "adaptive":
-        data.obsm[f"{KEY}_modality_weights"] = model.get_modality_weights(data).to_numpy()
+    if weights is not None:
+        data.obsm[f"{KEY}_modality_weights"] = weights.to_numpy()
     for m, z in latents.items():
         data.obsm[f"X_scmsi_{m}"] = z
     data.obsp[f"{KEY}_connectivities"] = tmp.obsp[f"{KEY}_connectivities"]
@@ -371,17 +378,21 @@ def project_batches(
     top_k: int | None = None,
     fusion: Literal["mean", "adaptive"] = "mean",
     batch_size: int | None = None,
+    weight_scale: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | sparse.csr_matrix, dict[str, np.ndarray]]:
     """One pass over ``data``: projected fused coefficients, the coefficients and latents.
 
     Returns the embedding ``(N, n_comps)`` (:func:`project_coefficients`), the fused
     coefficients (dense, or each cell's ``top_k`` largest as CSR) and
-    ``{modality: latent (N, n_latent)}``.
+    ``{modality: latent (N, n_latent)}``. ``weight_scale``: as in
+    :meth:`scmsi.SCMSI.iter_coefficients`.
     """
     from ._model import top_k_sparse
 
     emb, kept, latents = [], [], {m: [] for m in model.modality_names}
-    for out in model.iter_coefficients(data, batch_size=batch_size, fusion=fusion, latent=True):
+    for out in model.iter_coefficients(
+        data, batch_size=batch_size, fusion=fusion, latent=True, weight_scale=weight_scale
+    ):
         emb.append(project_coefficients(out["fused"], pca))
         kept.append(out["fused"] if top_k is None else top_k_sparse(out["fused"], top_k))
         for m, z in out["latent"].items():
@@ -413,7 +424,8 @@ def map_query(
 
     The query cells are expressed over the trained anchors (:meth:`scmsi.SCMSI.get_coefficients`;
     features are matched by name, modalities may be missing), and their fused coefficients are
-    projected with the PCA that :func:`embed_and_cluster` fitted on the reference, so
+    projected with the PCA that :func:`embed_and_cluster` fitted on the reference (and fused
+    as there: ``uns["scmsi_pca"]["fusion"]``), so
     ``reference.obsm["X_scmsi"]`` and ``query.obsm["X_scmsi"]`` can be plotted and clustered
     together. With ``label_key``, labels are transferred by k-NN (:func:`transfer_labels`).
 
@@ -450,7 +462,11 @@ def map_query(
             "run `scmsi.tl.embed_and_cluster(reference, model)` with this model first."
         )
     k = auto_top_k(query.n_obs, model.module.n_anchors, top_k)
-    emb, coef, latents = project_batches(query, model, pca, k, batch_size=batch_size)
+    # References embedded before the fusion was recorded used equal weights.
+    fusion = str(pca.get("fusion", "mean"))
+    emb, coef, latents = project_batches(
+        query, model, pca, k, fusion, batch_size, pca.get("fusion_scale")
+    )
     query.obsm["X_scmsi"] = emb
     query.obsm[f"{KEY}_coef"] = coef
     for m, z in latents.items():
