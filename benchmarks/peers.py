@@ -495,13 +495,16 @@ def scmsi_default(mdata: md.MuData, seed: int) -> PeerResult:
     extras = {}
     if len(types) > 1:
         other = "adaptive" if fusion == "mean" else "mean"
-        coef = model.get_coefficients(m, fusion=other)
+        scale = None
+        if other == "adaptive":
+            weights = model.get_modality_weights(m)
+            scale = weights.attrs["scale"]
+            w = {k: round(float(v), 2) for k, v in weights.mean(0).items()}
+            notes += f" Mean adaptive-fusion weights: {w}."
+        coef = model.get_coefficients(m, fusion=other, weight_scale=scale)
         extras[f"embedding_fusion_{other}"] = scmsi.tl.coefficient_pca(
             coef, model.module.n_latent, seed
         )[0]
-        if other == "adaptive":
-            w = {k: round(float(v), 2) for k, v in model.get_modality_weights(m).mean(0).items()}
-            notes += f" Mean adaptive-fusion weights: {w}."
     prots = _of_type(types, "protein")
     if prots:
         denoised = model.get_normalized_expression(m, modality=prots[0])

@@ -137,8 +137,9 @@ def _worker(args: argparse.Namespace) -> None:
                     key_added="adaptive",
                 )
                 out["labels_fusion_adaptive"] = np.asarray(ada).astype(str)
-                w = model.get_modality_weights(mdata).mean(0)
-                w = {k: round(float(v), 2) for k, v in w.items()}
+                w = mdata.obsm["scmsi_modality_weights"].mean(0)
+                used = mdata.uns["adaptive"]["params"]["modalities"]
+                w = {m: round(float(v), 2) for m, v in zip(used, w, strict=True)}
                 notes += f"; mean adaptive-fusion weights {w}"
         elif args.method in ("pca", "pca_smooth", "image_kmeans", "image_smooth"):
             from sklearn.decomposition import PCA

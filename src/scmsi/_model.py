@@ -726,6 +726,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         return_all: bool = False,
         fusion: Literal["mean", "adaptive"] = "mean",
         top_k: int | None = None,
+        weight_scale: np.ndarray | None = None,
     ) -> np.ndarray | sparse.csr_matrix | dict:
         """Self-expressive coefficients of cells over the anchors, shape ``(N, A)``.
 
@@ -760,6 +761,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             The kept values are those of the dense matrix, not renormalised. Memory is then
             O(N * top_k) instead of N x A dense (2 GB per matrix for 1M cells and 512 anchors):
             each minibatch is fused and truncated as it is computed (:meth:`iter_coefficients`).
+        weight_scale
+            As in :meth:`iter_coefficients`.
         """
         if modality is not None:
             self._check_modality_name(modality)
@@ -771,7 +774,11 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         parts = {m: [] for m in keep}
         masks = {m: [] for m in names}
         batches = self.iter_coefficients(
-            adata, indices, batch_size, fusion=fusion if need_fused else None
+            adata,
+            indices,
+            batch_size,
+            fusion=fusion if need_fused else None,
+            weight_scale=weight_scale,
         )
         for out in batches:
             for m in keep:
@@ -816,30 +823,30 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         latent
             Also yield the posterior mean latents.
         weight_scale
-            ``scale`` of :meth:`get_modality_weights` for ``fusion="adaptive"``.
+            ``scale`` of :meth:`get_modality_weights` for ``fusion="adaptive"``; given, the
+            weights are computed minibatch by minibatch, with no pass before.
         """
         if fusion not in ("mean", "adaptive", None):
             raise ValueError(f"fusion must be 'mean' or 'adaptive', got {fusion!r}.")
         names = self.modality_names
         with self._registered_data(adata) as adata_v:
-            weights = None
-            if fusion == "adaptive" and len(names) > 1:
-                weights = self.get_modality_weights(
-                    adata_v, indices, batch_size, weight_scale
-                ).to_numpy()
-            start = 0
+            adaptive = fusion == "adaptive" and len(names) > 1
+            scale = weight_scale
+            if adaptive and scale is None:
+                # The scale is a statistic over all cells: one pass before the minibatches.
+                scale = self.get_modality_weights(adata_v, indices, batch_size).attrs["scale"]
             for _, inf, _ in self._outputs(adata_v, indices, batch_size, generative=False):
                 out = {m: inf["coef"][m].cpu().numpy() for m in names}
                 out["observed"] = {m: inf["observed"][m].cpu().numpy() for m in names}
-                n = len(out[names[0]])
                 if fusion is not None:
-                    w = None if weights is None else weights[start : start + n]
+                    w = None
+                    if adaptive:
+                        w = modality_weights(_cross_rebuild_errors(inf, names), scale)
                     out["fused"] = fuse_coefficients(
                         [out[m] for m in names], [out["observed"][m] for m in names], w
                     )
                 if latent:
                     out["latent"] = {m: inf["z"][m].cpu().numpy() for m in names}
-                start += n
                 yield out
 
     def get_modality_weights(

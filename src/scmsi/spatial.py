@@ -710,12 +710,15 @@ def spatial_domains(
         :meth:`scmsi.SCMSI.get_modality_weights`, renormalised over the modalities used).
 
     Writes ``obs[key_added]``, ``obsm["X_scmsi_spatial"]`` (embedding) and, with a model,
-    ``obsm["scmsi_coef"]`` / ``obsm["scmsi_coef_smoothed"]``.
+    ``obsm["scmsi_coef"]`` / ``obsm["scmsi_coef_smoothed"]`` (and, adaptive,
+    ``obsm["scmsi_modality_weights"]``: spots x modalities used).
     """
     from sklearn.decomposition import PCA
 
     from .tl import cluster, leiden_auto
 
+    if fusion not in ("mean", "adaptive"):
+        raise ValueError(f"fusion must be 'mean' or 'adaptive', got {fusion!r}.")
     graph = _graph_of(data, n_neighs)
     if use_rep is not None:
         x = np.asarray(data.obsm[use_rep], dtype=np.float32)
@@ -735,8 +738,8 @@ def spatial_domains(
         weights = None
         if fusion == "adaptive" and len(used) > 1:
             weights = model.get_modality_weights(data)[used].to_numpy()
-        elif fusion not in ("mean", "adaptive"):
-            raise ValueError(f"fusion must be 'mean' or 'adaptive', got {fusion!r}.")
+            weights /= weights.sum(1, keepdims=True)
+            data.obsm["scmsi_modality_weights"] = weights
         x = fuse_coefficients([coefs[m] for m in used], weights=weights)
         data.obsm["scmsi_coef"] = x
         n_default = model.module.n_latent

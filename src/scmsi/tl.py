@@ -113,20 +113,25 @@ def embed_and_cluster(
     """
     k = auto_top_k(data.n_obs, model.module.n_anchors, top_k)
     n_comps = n_comps or model.module.n_latent
+    weights = scale = None
+    if fusion == "adaptive" and len(model.modality_names) > 1:
+        # One pass for the weights; their scale then fuses every later pass batch by batch.
+        weights = model.get_modality_weights(data, batch_size=batch_size)
+        scale = weights.attrs["scale"]
     if k is None:
-        fused = model.get_coefficients(data, fusion=fusion, batch_size=batch_size)
+        fused = model.get_coefficients(
+            data, fusion=fusion, batch_size=batch_size, weight_scale=scale
+        )
         latents = model.get_latent_representation(data, batch_size=batch_size)
         emb, pca = coefficient_pca(fused, n_comps, seed)
     else:
         emb, pca, fused, latents = streamed_coefficient_pca(
-            data, model, n_comps, k, fusion, batch_size
+            data, model, n_comps, k, fusion, batch_size, scale
         )
     pca["anchors"] = np.asarray(model.anchor_names_, dtype=str)
     pca["fusion"] = fusion  # map_query fuses new cells the same way
-    weights = None
-    if fusion == "adaptive" and len(model.modality_names) > 1:
-        weights = model.get_modality_weights(data, batch_size=batch_size)
-        pca["fusion_scale"] = weights.attrs["scale"]  # new cells are weighed on this scale
+    if scale is not None:
+        pca["fusion_scale"] = scale  # new cells are weighed on the reference's scale
 
     tmp = AnnData(obs=pd.DataFrame(index=data.obs_names.copy()))
     tmp.obsm["X_scmsi"] = emb
@@ -334,6 +339,7 @@ def streamed_coefficient_pca(
     top_k: int = AUTO_TOP_K,
     fusion: Literal["mean", "adaptive"] = "mean",
     batch_size: int | None = None,
+    weight_scale: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict, sparse.csr_matrix, dict[str, np.ndarray]]:
     """Exact PCA of the fused coefficients of ``data`` without holding them as N x A.
 
@@ -351,7 +357,9 @@ def streamed_coefficient_pca(
     coefficients (CSR) and ``{modality: latent (N, n_latent)}``.
     """
     n, total, gram, shift = 0, 0.0, 0.0, None
-    for out in model.iter_coefficients(data, batch_size=batch_size, fusion=fusion):
+    for out in model.iter_coefficients(
+        data, batch_size=batch_size, fusion=fusion, weight_scale=weight_scale
+    ):
         # Moments about the first minibatch's mean, in float64: E[ff] - mean^2 would cancel.
         f = out["fused"].astype(np.float64)
         shift = f.mean(0) if shift is None else shift
@@ -367,7 +375,7 @@ def streamed_coefficient_pca(
     top = np.abs(components).argmax(1)
     components *= np.sign(components[np.arange(n_comps), top])[:, None]
     pca = {"components": components.astype(np.float32), "mean": mean.astype(np.float32)}
-    emb, coef, latents = project_batches(data, model, pca, top_k, fusion, batch_size)
+    emb, coef, latents = project_batches(data, model, pca, top_k, fusion, batch_size, weight_scale)
     return emb, pca, coef, latents
 
 
