@@ -467,8 +467,8 @@ def scmsi_default(mdata: md.MuData, seed: int) -> PeerResult:
     ``.layers["counts"]`` (when present), the others ``.X``. With a protein modality, also
     returns its denoised expression and foreground probability (``extras``: the paper's
     Figure 3F). With several modalities, ``extras["embedding_fusion_<other>"]`` is the same
-    model's embedding with the other fusion (``"adaptive"`` for the default ``"mean"``): an
-    ablation with no retraining, since the fusion only reads the trained coefficients.
+    model's embedding with each other fusion (``scmsi.FUSIONS``): an ablation with no
+    retraining, since the fusion only reads the trained coefficients.
     """
     import scmsi
 
@@ -494,17 +494,17 @@ def scmsi_default(mdata: md.MuData, seed: int) -> PeerResult:
     )
     extras = {}
     if len(types) > 1:
-        other = "adaptive" if fusion == "mean" else "mean"
-        scale = None
-        if other == "adaptive":
-            weights = model.get_modality_weights(m)
-            scale = weights.attrs["scale"]
-            w = {k: round(float(v), 2) for k, v in weights.mean(0).items()}
-            notes += f" Mean adaptive-fusion weights: {w}."
-        coef = model.get_coefficients(m, fusion=other, weight_scale=scale)
-        extras[f"embedding_fusion_{other}"] = scmsi.tl.coefficient_pca(
-            coef, model.module.n_latent, seed
-        )[0]
+        # Ablation, no retraining: the same coefficients under the other fusions.
+        for other in (f for f in scmsi.FUSIONS if f != fusion):
+            weights = model.get_modality_weights(m, method=other) if other != "mean" else None
+            if weights is not None:
+                w = {k: round(float(v), 2) for k, v in weights.mean(0).items()}
+                notes += f" Mean {other}-fusion weights: {w}."
+            scale = None if weights is None else weights.attrs.get("scale")
+            coef = model.get_coefficients(m, fusion=other, weight_scale=scale)
+            extras[f"embedding_fusion_{other}"] = scmsi.tl.coefficient_pca(
+                coef, model.module.n_latent, seed
+            )[0]
     prots = _of_type(types, "protein")
     if prots:
         denoised = model.get_normalized_expression(m, modality=prots[0])

@@ -27,11 +27,15 @@ def test_fit_writes_results_and_figure(tmp_path: Path, capsys):
             "cell_type",
             "--n-clusters",
             "3",
+            "--fusion",
+            "precision",
         ]
     )
     assert rc == 0
     res = mudata.read_h5mu(out)
     assert "X_scmsi" in res.obsm and "scmsi_leiden" in res.obs and "scmsi_kmeans" in res.obs
+    assert res.obsm["scmsi_modality_weights"].shape == (md.n_obs, 2)
+    assert res.uns["scmsi_pca"]["fusion"] == "precision"
     png = out.with_suffix(".umap.png")
     assert png.stat().st_size > 10_000
     assert "scmsi_kmeans: ARI" in capsys.readouterr().out

@@ -191,3 +191,54 @@ def test_adaptive_fusion_on_a_trained_model(trained):
     np.testing.assert_array_equal(fused, model.get_coefficients(fusion="adaptive"))
     with pytest.raises(ValueError, match="fusion"):
         model.get_coefficients(fusion="max")
+
+
+def test_precision_weights_are_inverse_variances():
+    from scmsi._model import precision_weights
+
+    var = np.array([[1.0, 3.0], [2.0, 2.0], [0.5, np.inf], [np.inf, np.inf]])
+    w = precision_weights(var)
+    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(w[0], [0.75, 0.25], rtol=1e-6)  # 1/1 : 1/3
+    np.testing.assert_allclose(w[1], [0.5, 0.5], rtol=1e-6)
+    np.testing.assert_array_equal(w[2], [1.0, 0.0])  # inf: the cell lacks the modality
+    np.testing.assert_allclose(w[3], [0.5, 0.5])  # no modality: equal (unused) weights
+
+
+def test_precision_fusion_on_a_trained_model(trained):
+    model, md = trained
+    w = model.get_modality_weights(method="precision")
+    assert list(w.columns) == ["rna", "prot"] and w.shape == (md.n_obs, 2)
+    np.testing.assert_allclose(w.to_numpy().sum(1), 1.0, rtol=1e-5)
+    assert (w.to_numpy() > 0).all()
+    # The posterior draws are seeded: the same weights and fused matrix on every call.
+    np.testing.assert_array_equal(w.to_numpy(), model.get_modality_weights(method="precision"))
+    fused = model.get_coefficients(fusion="precision")
+    np.testing.assert_array_equal(fused, model.get_coefficients(fusion="precision"))
+    np.testing.assert_allclose(fused.sum(1), 1.0, rtol=1e-4)
+    # The fused rows are the weighted means of the normalised per-modality rows.
+    from scmsi._model import fuse_coefficients
+
+    coefs = model.get_coefficients(return_all=True)
+    expected = fuse_coefficients([coefs["rna"], coefs["prot"]], weights=w.to_numpy())
+    np.testing.assert_allclose(fused, expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="method"):
+        model.get_modality_weights(method="max")
+
+
+def test_precision_weights_follow_the_data_of_each_cell():
+    """A cell whose RNA is thinned to a few counts is less certain in RNA: its RNA weight drops."""
+    from scmsi._synthetic import synthetic_cite
+
+    data = synthetic_cite(n_cells=240, n_genes=80, n_proteins=8, n_types=3, seed=1)
+    scmsi.SCMSI.setup_mudata(data, layers={"rna": "counts", "prot": "counts"})
+    model = scmsi.SCMSI(data, n_anchors=40, seed=0)
+    model.train(**FAST)
+    w_full = model.get_modality_weights(method="precision")["rna"].to_numpy()
+    thin = data.copy()
+    rng = np.random.default_rng(0)
+    x = np.asarray(thin["rna"].layers["counts"].todense() if sparse.issparse(
+        thin["rna"].layers["counts"]) else thin["rna"].layers["counts"])
+    thin["rna"].layers["counts"] = rng.binomial(x.astype(np.int64), 0.05).astype(np.float32)
+    w_thin = model.get_modality_weights(thin, method="precision")["rna"].to_numpy()
+    assert np.median(w_thin) < np.median(w_full)

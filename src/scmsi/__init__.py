@@ -3,11 +3,11 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from . import datasets, pl, pp, spatial, tl
-from ._model import SCMSI
+from ._model import FUSIONS, SCMSI
 
 try:
     __version__ = version("scmsi")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["SCMSI", "datasets", "pl", "pp", "spatial", "tl", "__version__"]
+__all__ = ["FUSIONS", "SCMSI", "datasets", "pl", "pp", "spatial", "tl", "__version__"]

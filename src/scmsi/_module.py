@@ -378,6 +378,36 @@ class SCMSIModule(BaseModuleClass):
         params = head.decode(coef @ za_t, xs[target], b, *cats)
         return expression(head, params, include_protein_background), has_source
 
+    @torch.inference_mode()
+    def coefficient_variance(
+        self,
+        xs: dict[str, torch.Tensor],
+        inference_outputs: dict,
+        n_draws: int = 25,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Posterior variance of each modality's normalised coefficients, ``{name: (B,)}``.
+
+        ``z^m ~ q(z^m | x^m)`` is drawn ``n_draws`` times (anchors at their posterior means, as
+        in ``inference_outputs``); each draw's coefficients are normalised to sum to 1 and their
+        variance is summed over anchors: how uncertain modality m is about the cell's
+        neighbours, in the same units (anchor mass) for every modality. ``inf`` where the cell
+        lacks m. ``generator`` seeds the draws (reproducible weights).
+        """
+        mask = self.self_mask(xs)
+        out = {}
+        for name, qz in inference_outputs["qz"].items():
+            za = inference_outputs["z_anchor"][name]
+            draws = []
+            for _ in range(n_draws):
+                eps = torch.randn(qz.loc.shape, generator=generator, device=qz.loc.device)
+                c = self.senets[name](qz.loc + qz.scale * eps, za, mask)
+                draws.append(c / c.sum(-1, keepdim=True).clamp_min(1e-12))
+            var = torch.stack(draws).var(0).sum(-1)
+            has = inference_outputs["observed"][name]
+            out[name] = torch.where(has, var, torch.full_like(var, float("inf")))
+        return out
+
     @auto_move_data
     def generative(
         self,

@@ -62,7 +62,9 @@ def _fit_and_write(mdata, args) -> int:
     t0 = time.perf_counter()
     model.train(max_epochs=args.max_epochs)
     print(f"trained in {time.perf_counter() - t0:.1f} s")
-    scmsi.tl.embed_and_cluster(mdata, model, n_clusters=args.n_clusters, seed=args.seed)
+    scmsi.tl.embed_and_cluster(
+        mdata, model, n_clusters=args.n_clusters, fusion=args.fusion, seed=args.seed
+    )
     colors = ["scmsi_leiden"] + (["scmsi_kmeans"] if args.n_clusters else [])
     if args.label_key:
         if args.label_key not in mdata.obs:
@@ -109,6 +111,8 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ._model import FUSIONS
+
     parser = argparse.ArgumentParser(prog="scmsi", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -118,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--n-anchors", type=int, default=None)
         p.add_argument("--max-epochs", type=int, default=None)
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--fusion",
+            choices=FUSIONS,
+            default="mean",
+            help="how the modalities' coefficients are fused (see README, 'Fused affinity')",
+        )
         p.add_argument("--save-model", help="folder to save the trained model in")
 
     p_fit = sub.add_parser("fit", help="train scMSI on a .h5mu file and write the results")

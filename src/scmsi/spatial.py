@@ -668,7 +668,7 @@ def spatial_domains(
     use_rep: str | None = None,
     n_comps: int | None = None,
     method: Literal["kmeans", "gmm"] = "kmeans",
-    fusion: Literal["mean", "adaptive"] = "mean",
+    fusion: Literal["mean", "precision", "adaptive"] = "mean",
     seed: int = 0,
     key_added: str = DOMAIN_KEY,
 ) -> pd.Categorical:
@@ -706,19 +706,20 @@ def spatial_domains(
         mixture, as mclust in STAGATE/GraphST; more variable over seeds here); used only with
         ``n_domains``.
     fusion
-        ``"mean"`` (equal weights) or ``"adaptive"`` (per-spot modality weights,
-        :meth:`scmsi.SCMSI.get_modality_weights`, renormalised over the modalities used).
+        ``"mean"`` (equal weights), ``"precision"`` or ``"adaptive"`` (per-spot modality
+        weights, :meth:`scmsi.SCMSI.get_modality_weights`, renormalised over the modalities
+        used).
 
     Writes ``obs[key_added]``, ``obsm["X_scmsi_spatial"]`` (embedding) and, with a model,
-    ``obsm["scmsi_coef"]`` / ``obsm["scmsi_coef_smoothed"]`` (and, adaptive,
-    ``obsm["scmsi_modality_weights"]``: spots x modalities used).
+    ``obsm["scmsi_coef"]`` / ``obsm["scmsi_coef_smoothed"]`` (and, with per-spot
+    weights, ``obsm["scmsi_modality_weights"]``: spots x modalities used).
     """
     from sklearn.decomposition import PCA
 
+    from ._model import check_fusion
     from .tl import cluster, leiden_auto
 
-    if fusion not in ("mean", "adaptive"):
-        raise ValueError(f"fusion must be 'mean' or 'adaptive', got {fusion!r}.")
+    check_fusion(fusion)
     graph = _graph_of(data, n_neighs)
     if use_rep is not None:
         x = np.asarray(data.obsm[use_rep], dtype=np.float32)
@@ -736,8 +737,8 @@ def spatial_domains(
         from ._model import fuse_coefficients
 
         weights = None
-        if fusion == "adaptive" and len(used) > 1:
-            weights = model.get_modality_weights(data)[used].to_numpy()
+        if fusion != "mean" and len(used) > 1:
+            weights = model.get_modality_weights(data, method=fusion)[used].to_numpy()
             weights /= weights.sum(1, keepdims=True)
             data.obsm["scmsi_modality_weights"] = weights
         x = fuse_coefficients([coefs[m] for m in used], weights=weights)

@@ -30,6 +30,8 @@ from sklearn.cluster import KMeans, SpectralClustering
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
+from ._model import check_fusion
+
 KEY = "scmsi"
 RESOLUTIONS = tuple(np.round(np.arange(0.1, 2.01, 0.1), 2))
 # top_k="auto": above this many cells x anchors (200 MB as float32), coefficients are kept
@@ -65,7 +67,7 @@ def embed_and_cluster(
     n_clusters: int | None = None,
     cluster_method: Literal["kmeans", "spectral"] = "kmeans",
     umap: bool = True,
-    fusion: Literal["mean", "adaptive"] = "mean",
+    fusion: Literal["mean", "precision", "adaptive"] = "mean",
     top_k: int | None | Literal["auto"] = "auto",
     batch_size: int | None = None,
     seed: int = 0,
@@ -98,8 +100,9 @@ def embed_and_cluster(
         Compute a UMAP of the graph into ``obsm["X_umap"]``.
     fusion
         How modalities' coefficients are fused (:meth:`scmsi.SCMSI.get_coefficients`):
-        ``"mean"`` (equal weights) or ``"adaptive"`` (per-cell modality weights, also written
-        to ``obsm["scmsi_modality_weights"]``).
+        ``"mean"`` (equal weights), ``"precision"`` (per-cell inverse posterior-variance
+        weights) or ``"adaptive"`` (per-cell cross-rebuild weights); the per-cell weights are
+        also written to ``obsm["scmsi_modality_weights"]``.
     top_k
         None: hold the fused coefficients dense (N x A) and write them to
         ``obsm["scmsi_coef"]``. An integer: never hold them dense; the PCA is computed exactly
@@ -113,11 +116,14 @@ def embed_and_cluster(
     """
     k = auto_top_k(data.n_obs, model.module.n_anchors, top_k)
     n_comps = n_comps or model.module.n_latent
+    check_fusion(fusion)
     weights = scale = None
-    if fusion == "adaptive" and len(model.modality_names) > 1:
-        # One pass for the weights; their scale then fuses every later pass batch by batch.
-        weights = model.get_modality_weights(data, batch_size=batch_size)
-        scale = weights.attrs["scale"]
+    if fusion != "mean" and len(model.modality_names) > 1:
+        # One pass for the weights (written to obsm); for "adaptive", their scale then fuses
+        # every later pass batch by batch. Precision weights are per cell and seeded, so the
+        # coefficient passes recompute the same ones.
+        weights = model.get_modality_weights(data, batch_size=batch_size, method=fusion)
+        scale = weights.attrs.get("scale")
     if k is None:
         fused = model.get_coefficients(
             data, fusion=fusion, batch_size=batch_size, weight_scale=scale
@@ -337,7 +343,7 @@ def streamed_coefficient_pca(
     model,
     n_comps: int = 10,
     top_k: int = AUTO_TOP_K,
-    fusion: Literal["mean", "adaptive"] = "mean",
+    fusion: Literal["mean", "precision", "adaptive"] = "mean",
     batch_size: int | None = None,
     weight_scale: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict, sparse.csr_matrix, dict[str, np.ndarray]]:
@@ -384,7 +390,7 @@ def project_batches(
     model,
     pca: dict,
     top_k: int | None = None,
-    fusion: Literal["mean", "adaptive"] = "mean",
+    fusion: Literal["mean", "precision", "adaptive"] = "mean",
     batch_size: int | None = None,
     weight_scale: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | sparse.csr_matrix, dict[str, np.ndarray]]:
