@@ -237,8 +237,11 @@ def test_precision_weights_follow_the_data_of_each_cell():
     w_full = model.get_modality_weights(method="precision")["rna"].to_numpy()
     thin = data.copy()
     rng = np.random.default_rng(0)
-    x = np.asarray(thin["rna"].layers["counts"].todense() if sparse.issparse(
-        thin["rna"].layers["counts"]) else thin["rna"].layers["counts"])
+    x = np.asarray(
+        thin["rna"].layers["counts"].todense()
+        if sparse.issparse(thin["rna"].layers["counts"])
+        else thin["rna"].layers["counts"]
+    )
     thin["rna"].layers["counts"] = rng.binomial(x.astype(np.int64), 0.05).astype(np.float32)
     w_thin = model.get_modality_weights(thin, method="precision")["rna"].to_numpy()
     assert np.median(w_thin) < np.median(w_full)

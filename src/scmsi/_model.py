@@ -872,8 +872,11 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         modality. The weights ``w_nm ∝ 1 / var_nm`` give the minimum-variance combination of
         the modalities' estimates of one neighbour distribution: a modality whose data pin a
         cell down (many counts, a clear profile) counts more for that cell, a noisy or
-        ambiguous one less. Per cell, no statistic over other cells: a new cell's weights do
-        not depend on its query. Cost O(draws * N * A).
+        ambiguous one less. Certainty is not accuracy: a modality with many features has a
+        tight posterior even where its neighbours mix cell types (see the README's benchmarks).
+        No statistic over other cells is used; the draws are seeded once per call, so the same
+        data give the same weights, and a cell's weights vary only by the Monte-Carlo noise of
+        its draws with its position in the data. Cost O(draws * N * A).
 
         ``method="adaptive"``: like WNN's weights, but read from the coefficients: modality m's
         coefficients of cell n (normalised to sum to 1) rebuild the cell's latent in *every*
@@ -894,9 +897,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 self._precision_weights(tensors, inf, gen)
                 if method == "precision"
                 else _cross_rebuild_errors(inf, names)
-                for tensors, inf, _ in self._outputs(
-                    adata_v, indices, batch_size, generative=False
-                )
+                for tensors, inf, _ in self._outputs(adata_v, indices, batch_size, generative=False)
             ]
             obs = adata_v.obs_names
         cells = obs if indices is None else obs[np.asarray(indices)]
