@@ -244,6 +244,10 @@ def test_end_to_end_spatial_domains(tmp_path):
     assert adjusted_rand_score(truth, lab) > adjusted_rand_score(truth, off)  # space helps
     auto = scmsi.tl.spatial_domains(mdata, model, spatial_weight=0.0, key_added="auto")
     assert len(auto.categories) >= 2 and "auto" in mdata.obs
+    prec = scmsi.tl.spatial_domains(mdata, model, n_domains=3, fusion="precision", key_added="p")
+    w = mdata.obsm["scmsi_modality_weights"]
+    assert w.shape == (256, 3) and np.allclose(w.sum(1), 1.0, atol=1e-5)
+    assert adjusted_rand_score(truth, prec) > 0.5
     fig = scmsi.pl.spatial_domains(mdata, color=["scmsi_domain", "domain"])
     fig.savefig(tmp_path / "domains.png")
     rna = syn.copy()

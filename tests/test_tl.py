@@ -68,3 +68,18 @@ def test_adaptive_fusion_maps_a_cell_the_same_whatever_the_query(trained):
     scmsi.tl.map_query(part, model, ref)
     np.testing.assert_allclose(part.obsm["X_scmsi"], whole.obsm["X_scmsi"][:30], atol=1e-6)
     np.testing.assert_allclose(whole.obsm["X_scmsi"], ref.obsm["X_scmsi"], atol=1e-4)
+
+
+def test_precision_fusion_maps_new_cells_as_the_reference(trained):
+    """map_query fuses new cells with the reference's fusion; weights need no reference scale."""
+    model, md = trained
+    ref = md.copy()
+    scmsi.tl.embed_and_cluster(ref, model, umap=False, fusion="precision")
+    assert ref.uns["scmsi_pca"]["fusion"] == "precision"
+    assert "fusion_scale" not in ref.uns["scmsi_pca"]
+    w = ref.obsm["scmsi_modality_weights"]
+    assert w.shape == (md.n_obs, 2) and np.allclose(w.sum(1), 1.0, atol=1e-5)
+    query = md.copy()
+    scmsi.tl.map_query(query, model, ref)
+    # The same cells in the same order: the same seeded draws, the same embedding.
+    np.testing.assert_allclose(query.obsm["X_scmsi"], ref.obsm["X_scmsi"], atol=1e-4)
