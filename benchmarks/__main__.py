@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks._common import mean_sd
+from benchmarks._common import atomic_text, mean_sd
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NOTES = Path(__file__).resolve().parent / "notes"
@@ -257,15 +257,9 @@ def _write_report(table, name, args, out_dir: Path, n_cells: int, mdata, skipped
         "Per-seed results: `" + f"{name}.csv" + "`.",
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_text(out_dir / f"{name}.md", "\n".join(lines) + "\n")
-    _atomic_text(out_dir / f"{name}.csv", table.to_csv(index=False))
+    atomic_text(out_dir / f"{name}.md", "\n".join(lines) + "\n")
+    atomic_text(out_dir / f"{name}.csv", table.to_csv(index=False))
     print("\n".join(lines))
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _figures(table, embeddings, labels, name, out_dir: Path, n_seeds: int) -> None:
@@ -458,7 +452,7 @@ def _update_readme(name: str, results_md: Path) -> None:
         x for x in (start, command, "", table, "", ratio, not_run, end) if x is not None
     )
     head, rest = text.split(start, 1)
-    _atomic_text(README, head + block + rest.split(end, 1)[1])
+    atomic_text(README, head + block + rest.split(end, 1)[1])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits
 
     import scmsi
-    from benchmarks._common import mean_sd
+    from benchmarks._common import atomic_text, mean_sd
 
     torch.set_num_threads(1)
     clus, coef = [], []
@@ -148,10 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     )
-    out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    atomic_text(Path(args.out), text)
     print(text)
     return 0
 

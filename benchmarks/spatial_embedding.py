@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="processes, one thread each")
     p.add_argument("--out", default=str(RESULTS / "dlpfc_embedding.md"))
     args = p.parse_args(argv)
-    from benchmarks._common import mean_sd
+    from benchmarks._common import atomic_text, mean_sd
 
     jobs = [(s, seed) for s in args.sections.split(",") for seed in range(args.seeds)]
     with get_context("spawn").Pool(args.workers) as pool:
@@ -103,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     )
-    out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    atomic_text(Path(args.out), text)
     print(text)
     return 0
 
