@@ -496,12 +496,12 @@ def scmsi_default(mdata: md.MuData, seed: int) -> PeerResult:
     if len(types) > 1:
         # Ablation, no retraining: the same coefficients under the other fusions.
         for other in (f for f in scmsi.FUSIONS if f != fusion):
-            weights = model.get_modality_weights(m, method=other) if other != "mean" else None
+            scale = model.get_modality_weights(m).attrs["scale"] if other == "adaptive" else None
+            # one pass: fused coefficients and the weights they were fused with
+            _, coef, _, weights = scmsi.tl.project_batches(m, model, None, None, other, None, scale)
             if weights is not None:
-                w = {k: round(float(v), 2) for k, v in weights.mean(0).items()}
+                w = dict(zip(model.modality_names, weights.mean(0).round(2).tolist(), strict=True))
                 notes += f" Mean {other}-fusion weights: {w}."
-            scale = None if weights is None else weights.attrs.get("scale")
-            coef = model.get_coefficients(m, fusion=other, weight_scale=scale)
             extras[f"embedding_fusion_{other}"] = scmsi.tl.coefficient_pca(
                 coef, model.module.n_latent, seed
             )[0]

@@ -811,9 +811,10 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
         Yields, in cell order, ``{name: C^m (B, A), "fused": (B, A), "observed": {name: bool
         (B,)}}`` as dense float32 arrays, plus ``"latent": {name: z^m (B, n_latent)}`` with
-        ``latent=True``. The values are those of :meth:`get_coefficients` (``fusion=None``
-        skips the fused matrix; ``"adaptive"`` first takes a pass over the data for the
-        modality weights, whose normalisation is over all cells). Memory is O(batch x A);
+        ``latent=True`` and ``"weights"`` (B, M) with a per-cell weighted fusion. The values
+        are those of :meth:`get_coefficients` (``fusion=None`` skips the fused matrix;
+        ``"adaptive"`` first takes a pass over the data for the modality weights, whose
+        normalisation is over all cells). Memory is O(batch x A);
         :func:`scmsi.tl.embed_and_cluster` uses it for the exact PCA of large data.
 
         Parameters
@@ -851,6 +852,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                     out["fused"] = fuse_coefficients(
                         [out[m] for m in names], [out["observed"][m] for m in names], w
                     )
+                    if w is not None:
+                        out["weights"] = w
                 if latent:
                     out["latent"] = {m: inf["z"][m].cpu().numpy() for m in names}
                 yield out

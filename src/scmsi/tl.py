@@ -117,21 +117,19 @@ def embed_and_cluster(
     k = auto_top_k(data.n_obs, model.module.n_anchors, top_k)
     n_comps = n_comps or model.module.n_latent
     check_fusion(fusion)
-    weights = scale = None
-    if fusion != "mean" and len(model.modality_names) > 1:
-        # One pass for the weights (written to obsm); for "adaptive", their scale then fuses
-        # every later pass batch by batch. Precision weights are per cell and seeded, so the
-        # coefficient passes recompute the same ones.
-        weights = model.get_modality_weights(data, batch_size=batch_size, method=fusion)
-        scale = weights.attrs.get("scale")
+    scale = None
+    if fusion == "adaptive" and len(model.modality_names) > 1:
+        # The adaptive weights' scale is a statistic over all cells: one pass before, then
+        # every later pass fuses batch by batch. Precision weights need no pass before.
+        scale = model.get_modality_weights(data, batch_size=batch_size).attrs["scale"]
     if k is None:
-        fused = model.get_coefficients(
-            data, fusion=fusion, batch_size=batch_size, weight_scale=scale
+        # One pass: coefficients, latents and weights together.
+        _, fused, latents, weights = project_batches(
+            data, model, None, None, fusion, batch_size, scale
         )
-        latents = model.get_latent_representation(data, batch_size=batch_size)
         emb, pca = coefficient_pca(fused, n_comps, seed)
     else:
-        emb, pca, fused, latents = streamed_coefficient_pca(
+        emb, pca, fused, latents, weights = streamed_coefficient_pca(
             data, model, n_comps, k, fusion, batch_size, scale
         )
     pca["anchors"] = np.asarray(model.anchor_names_, dtype=str)
@@ -162,7 +160,7 @@ def embed_and_cluster(
     data.uns[f"{KEY}_pca"] = pca
     data.obsm[f"{KEY}_coef"] = fused
     if weights is not None:
-        data.obsm[f"{KEY}_modality_weights"] = weights.to_numpy()
+        data.obsm[f"{KEY}_modality_weights"] = weights
     for m, z in latents.items():
         data.obsm[f"X_scmsi_{m}"] = z
     data.obsp[f"{KEY}_connectivities"] = tmp.obsp[f"{KEY}_connectivities"]
@@ -346,7 +344,7 @@ def streamed_coefficient_pca(
     fusion: Literal["mean", "precision", "adaptive"] = "mean",
     batch_size: int | None = None,
     weight_scale: np.ndarray | None = None,
-) -> tuple[np.ndarray, dict, sparse.csr_matrix, dict[str, np.ndarray]]:
+) -> tuple[np.ndarray, dict, sparse.csr_matrix, dict[str, np.ndarray], np.ndarray | None]:
     """Exact PCA of the fused coefficients of ``data`` without holding them as N x A.
 
     First pass (:meth:`scmsi.SCMSI.iter_coefficients`): the mean and the A x A second moment
@@ -360,7 +358,8 @@ def streamed_coefficient_pca(
     Returns
     -------
     embedding ``(N, n_comps)``, the PCA (as :func:`coefficient_pca`), the top-k fused
-    coefficients (CSR) and ``{modality: latent (N, n_latent)}``.
+    coefficients (CSR), ``{modality: latent (N, n_latent)}`` and the per-cell modality weights
+    ``(N, M)`` of a weighted fusion (None for ``"mean"``).
     """
     n, total, gram, shift = 0, 0.0, 0.0, None
     for out in model.iter_coefficients(
@@ -381,38 +380,52 @@ def streamed_coefficient_pca(
     top = np.abs(components).argmax(1)
     components *= np.sign(components[np.arange(n_comps), top])[:, None]
     pca = {"components": components.astype(np.float32), "mean": mean.astype(np.float32)}
-    emb, coef, latents = project_batches(data, model, pca, top_k, fusion, batch_size, weight_scale)
-    return emb, pca, coef, latents
+    emb, coef, latents, weights = project_batches(
+        data, model, pca, top_k, fusion, batch_size, weight_scale
+    )
+    return emb, pca, coef, latents, weights
 
 
 def project_batches(
     data: MuData | AnnData,
     model,
-    pca: dict,
+    pca: dict | None,
     top_k: int | None = None,
     fusion: Literal["mean", "precision", "adaptive"] = "mean",
     batch_size: int | None = None,
     weight_scale: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray | sparse.csr_matrix, dict[str, np.ndarray]]:
-    """One pass over ``data``: projected fused coefficients, the coefficients and latents.
+) -> tuple[
+    np.ndarray | None, np.ndarray | sparse.csr_matrix, dict[str, np.ndarray], np.ndarray | None
+]:
+    """One pass over ``data``: projected fused coefficients, the coefficients, latents, weights.
 
-    Returns the embedding ``(N, n_comps)`` (:func:`project_coefficients`), the fused
-    coefficients (dense, or each cell's ``top_k`` largest as CSR) and
-    ``{modality: latent (N, n_latent)}``. ``weight_scale``: as in
+    Returns the embedding ``(N, n_comps)`` (:func:`project_coefficients`; None when ``pca`` is
+    None), the fused coefficients (dense, or each cell's ``top_k`` largest as CSR),
+    ``{modality: latent (N, n_latent)}`` and the per-cell modality weights ``(N, M)`` of a
+    weighted fusion (None for ``"mean"``). ``weight_scale``: as in
     :meth:`scmsi.SCMSI.iter_coefficients`.
     """
     from ._model import top_k_sparse
 
-    emb, kept, latents = [], [], {m: [] for m in model.modality_names}
+    emb, kept, weights = [], [], []
+    latents = {m: [] for m in model.modality_names}
     for out in model.iter_coefficients(
         data, batch_size=batch_size, fusion=fusion, latent=True, weight_scale=weight_scale
     ):
-        emb.append(project_coefficients(out["fused"], pca))
+        if pca is not None:
+            emb.append(project_coefficients(out["fused"], pca))
         kept.append(out["fused"] if top_k is None else top_k_sparse(out["fused"], top_k))
+        if "weights" in out:
+            weights.append(out["weights"])
         for m, z in out["latent"].items():
             latents[m].append(z)
     coef = np.concatenate(kept) if top_k is None else sparse.csr_matrix(sparse.vstack(kept))
-    return np.concatenate(emb), coef, {m: np.concatenate(v) for m, v in latents.items()}
+    return (
+        np.concatenate(emb) if emb else None,
+        coef,
+        {m: np.concatenate(v) for m, v in latents.items()},
+        np.concatenate(weights) if weights else None,
+    )
 
 
 def project_coefficients(coef, pca: dict) -> np.ndarray:
@@ -478,7 +491,7 @@ def map_query(
     k = auto_top_k(query.n_obs, model.module.n_anchors, top_k)
     # References embedded before the fusion was recorded used equal weights.
     fusion = str(pca.get("fusion", "mean"))
-    emb, coef, latents = project_batches(
+    emb, coef, latents, _ = project_batches(
         query, model, pca, k, fusion, batch_size, pca.get("fusion_scale")
     )
     query.obsm["X_scmsi"] = emb
