@@ -12,8 +12,9 @@ domains; ARI/NMI on labelled spots. Methods:
   an image; niche modality), ``SCMSI`` trained ``--epochs`` epochs (default: the package's),
   then ``scmsi.tl.spatial_domains(n_domains=k, refine=True)`` with the package defaults.
   Also reported: the label-free domains (``n_domains=None``) as ``auto_ari``/``auto_n``, and
-  ``scmsi (fusion=adaptive)``: the same models' domains with per-spot modality weights
-  (ablation, no retraining).
+  ablations of the same models (no retraining): ``scmsi (embedding=pca)`` (PCA of the
+  smoothed coefficients instead of their spectral embedding, the default before 2026-11-30)
+  and ``scmsi (fusion=adaptive)`` (per-spot modality weights).
 - ``spagcn``: SpaGCN 1.2.7 in its own environment (``--spagcn-python``), with histology where
   the section has an image; refined.
 - ``pca``: non-spatial baseline: log-normalised 3,000 HVGs, 30 PCs, k-means.
@@ -126,21 +127,21 @@ def _worker(args: argparse.Namespace) -> None:
                 f"modalities {kinds}; {model.module.n_anchors} anchors; {n_epochs} epochs; "
                 f"spatial_domains defaults ({mdata.uns['scmsi_domain']['params']})"
             )
-            if len(model.modality_names) > 1:  # ablation: per-spot weights, same model
-                ada = scmsi.tl.spatial_domains(
-                    mdata,
-                    model,
-                    n_domains=k,
-                    refine=True,
-                    fusion="adaptive",
-                    seed=args.seed,
-                    key_added="adaptive",
+            # ablations: the same model, one spatial_domains option changed
+            ablations = {"embedding=pca": {"embedding": "pca"}}
+            if len(model.modality_names) > 1:
+                ablations["fusion=adaptive"] = {"fusion": "adaptive"}
+            for i, kw in enumerate(ablations.values()):
+                abl = scmsi.tl.spatial_domains(
+                    mdata, model, n_domains=k, refine=True, seed=args.seed, key_added="abl", **kw
                 )
-                out["labels_fusion_adaptive"] = np.asarray(ada).astype(str)
-                w = mdata.obsm["scmsi_modality_weights"].mean(0)
-                used = mdata.uns["adaptive"]["params"]["modalities"]
-                w = {m: round(float(v), 2) for m, v in zip(used, w, strict=True)}
-                notes += f"; mean adaptive-fusion weights {w}"
+                out[f"ablation_{i}"] = np.asarray(abl).astype(str)
+                if "fusion" in kw:
+                    w = mdata.obsm["scmsi_modality_weights"].mean(0)
+                    used = mdata.uns["abl"]["params"]["modalities"]
+                    w = {m: round(float(v), 2) for m, v in zip(used, w, strict=True)}
+                    notes += f"; mean {kw['fusion']}-fusion weights {w}"
+            out["ablation_names"] = np.asarray(list(ablations), dtype=str)
         elif args.method in ("pca", "pca_smooth", "image_kmeans", "image_smooth"):
             from sklearn.decomposition import PCA
 
@@ -259,16 +260,16 @@ def run(args: argparse.Namespace) -> int:
                     row["auto_ari"] = adjusted_rand_score(lab[ok], res["labels_auto"][ok])
                     row["auto_n"] = len(np.unique(res["labels_auto"]))
                 rows.append(row)
-                if "labels_fusion_adaptive" in res:
-                    eq = res["labels_fusion_adaptive"]
+                for i, name in enumerate(res.get("ablation_names", [])):
+                    eq = res[f"ablation_{i}"]
                     rows.append(
                         {
                             **row,
-                            "method": f"{method} (fusion=adaptive)",
+                            "method": f"{method} ({name})",
                             "ari": adjusted_rand_score(lab[ok], eq[ok]),
                             "nmi": normalized_mutual_info_score(lab[ok], eq[ok]),
                             "n_domains": len(np.unique(eq)),
-                            "notes": f"the {method} models above, per-spot modality weights",
+                            "notes": f"the {method} models above, spatial_domains({name})",
                             "auto_ari": np.nan,
                         }
                     )

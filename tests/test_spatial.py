@@ -248,6 +248,13 @@ def test_end_to_end_spatial_domains(tmp_path):
     w = mdata.obsm["scmsi_modality_weights"]
     assert w.shape == (256, 3) and np.allclose(w.sum(1), 1.0, atol=1e-5)
     assert adjusted_rand_score(truth, prec) > 0.5
+    assert mdata.uns["scmsi_domain"]["params"]["embedding"] == "spectral"  # the default
+    pca = scmsi.tl.spatial_domains(mdata, model, n_domains=3, embedding="pca", key_added="pca")
+    assert mdata.uns["pca"]["params"]["embedding"] == "pca"
+    assert mdata.obsm["X_scmsi_spatial"].shape == (256, model.module.n_latent)
+    assert adjusted_rand_score(truth, pca) > 0.5
+    with pytest.raises(ValueError, match="use_rep"):
+        scmsi.tl.spatial_domains(mdata, use_rep="X_scmsi_spatial", embedding="spectral")
     fig = scmsi.pl.spatial_domains(mdata, color=["scmsi_domain", "domain"])
     fig.savefig(tmp_path / "domains.png")
     rna = syn.copy()

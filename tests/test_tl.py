@@ -34,6 +34,26 @@ def test_coefficient_embedding_is_linear_cost_shape():
     assert emb.shape == (500, 5)
 
 
+def test_anchor_spectral_embedding_is_the_affinity_eigenbasis():
+    rng = np.random.default_rng(0)
+    # two groups of cells that use disjoint halves of the anchors, plus noise
+    coef = rng.random((60, 20)) * 0.05
+    coef[:30, :10] += rng.random((30, 10))
+    coef[30:, 10:] += rng.random((30, 10))
+    emb = scmsi.tl.anchor_spectral_embedding(coef, n_comps=3)
+    assert emb.shape == (60, 3)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert np.all(np.sign(emb[:30, 0]) == -np.sign(emb[30:, 0]))  # first axis splits them
+    # the same as the leading non-trivial eigenvectors of the N x N affinity Z Z^T
+    z = coef / coef.sum(1, keepdims=True)
+    z = z / np.sqrt(z.sum(0, keepdims=True))
+    evals, evecs = np.linalg.eigh(z @ z.T)
+    ref = evecs[:, ::-1][:, 1:4] * np.sqrt(evals[::-1][1:4])
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    ref *= np.sign((emb * ref).sum(0))  # eigenvectors are defined up to sign
+    assert np.allclose(emb, ref, atol=1e-4)
+
+
 def test_leiden_auto_finds_separated_groups_without_labels():
     from anndata import AnnData
 

@@ -669,6 +669,7 @@ def spatial_domains(
     n_comps: int | None = None,
     method: Literal["kmeans", "gmm"] = "kmeans",
     fusion: Literal["mean", "precision", "adaptive"] = "mean",
+    embedding: Literal["spectral", "pca"] | None = None,
     seed: int = 0,
     key_added: str = DOMAIN_KEY,
 ) -> pd.Categorical:
@@ -678,10 +679,11 @@ def spatial_domains(
     of the fusion, with a warning; ``uns[key_added]["params"]["modalities"]`` lists those used.
 
     Coefficients (cells x anchors) -> :func:`smooth` (``spatial_weight``, ``n_rounds``) -> PCA
-    (``n_comps``, default the model's latent size) -> ``n_domains`` clusters (Gaussian mixture
-    or k-means), or, with ``n_domains=None``, Leiden on a 15-NN graph of the embedding at the
-    resolution with the best silhouette (:func:`scmsi.tl.leiden_auto`, label-free) ->
-    optional majority-vote refinement over spatial neighbours.
+    or spectral embedding (``embedding``; ``n_comps``, default the model's latent size) ->
+    ``n_domains`` clusters (Gaussian mixture or k-means), or, with ``n_domains=None``, Leiden
+    on a 15-NN graph of the embedding at the resolution with the best silhouette
+    (:func:`scmsi.tl.leiden_auto`, label-free) -> optional majority-vote refinement over
+    spatial neighbours.
 
     Parameters
     ----------
@@ -709,6 +711,12 @@ def spatial_domains(
         ``"mean"`` (equal weights), ``"precision"`` or ``"adaptive"`` (per-spot modality
         weights, :meth:`scmsi.SCMSI.get_modality_weights`, renormalised over the modalities
         used).
+    embedding
+        ``"spectral"``: the spectral embedding of the spot-anchor graph that the smoothed
+        coefficients define (:func:`scmsi.tl.anchor_spectral_embedding`, O(N A^2)); it weighs
+        an anchor by how many spots use it, so a few hub anchors do not dominate as they do a
+        PCA. ``"pca"``: PCA of the smoothed coefficients (or of ``obsm[use_rep]``). None:
+        ``"spectral"`` for a model's coefficients, ``"pca"`` with ``use_rep``.
 
     Writes ``obs[key_added]``, ``obsm["X_scmsi_spatial"]`` (embedding) and, with a model,
     ``obsm["scmsi_coef"]`` / ``obsm["scmsi_coef_smoothed"]`` (and, with per-spot
@@ -717,9 +725,18 @@ def spatial_domains(
     from sklearn.decomposition import PCA
 
     from ._model import check_fusion
-    from .tl import cluster, leiden_auto
+    from .tl import anchor_spectral_embedding, cluster, leiden_auto
 
     check_fusion(fusion)
+    if embedding is None:
+        embedding = "pca" if use_rep is not None or model is None else "spectral"
+    if embedding not in ("pca", "spectral"):
+        raise ValueError(f"embedding must be 'spectral', 'pca' or None, got {embedding!r}.")
+    if embedding == "spectral" and (model is None or use_rep is not None):
+        raise ValueError(
+            "embedding='spectral' embeds the model's coefficients (a spot-anchor graph); "
+            "with use_rep, use embedding='pca'."
+        )
     graph = _graph_of(data, n_neighs)
     if use_rep is not None:
         x = np.asarray(data.obsm[use_rep], dtype=np.float32)
@@ -737,7 +754,7 @@ def spatial_domains(
         from ._model import fuse_coefficients
 
         weights = None
-        if fusion != "mean" and len(used) > 1:
+        if fusion != "mean":  # one modality left: weights of 1, written all the same
             weights = model.get_modality_weights(data, method=fusion)[used].to_numpy()
             weights /= weights.sum(1, keepdims=True)
             data.obsm["scmsi_modality_weights"] = weights
@@ -750,9 +767,19 @@ def spatial_domains(
     if model is not None and use_rep is None:
         data.obsm["scmsi_coef_smoothed"] = xs
     k = int(min(n_comps or n_default, xs.shape[1] - 1, xs.shape[0] - 1))
-    emb = PCA(k, random_state=seed).fit_transform(xs).astype(np.float32) if k >= 1 else xs
+    if k < 1:
+        emb = xs
+    elif embedding == "spectral":
+        emb = anchor_spectral_embedding(xs, k)
+    else:
+        emb = PCA(k, random_state=seed).fit_transform(xs).astype(np.float32)
     data.obsm["X_scmsi_spatial"] = emb
-    info: dict = {"spatial_weight": spatial_weight, "n_rounds": n_rounds, "refine": refine}
+    info: dict = {
+        "spatial_weight": spatial_weight,
+        "n_rounds": n_rounds,
+        "refine": refine,
+        "embedding": embedding,
+    }
     if model is not None and use_rep is None:
         info.update(modalities=used, fusion=fusion)
     if n_domains is not None:

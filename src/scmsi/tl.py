@@ -58,6 +58,28 @@ def coefficient_embedding(coef, n_comps: int = 10, seed: int = 0) -> np.ndarray:
     return PCA(n_comps, random_state=seed).fit_transform(coef).astype(np.float32)
 
 
+def anchor_spectral_embedding(coef, n_comps: int = 10) -> np.ndarray:
+    """Spectral embedding of the bipartite cell-anchor graph ``coef``, shape ``(N, n_comps)``.
+
+    Landmark spectral clustering (Chen & Cai 2011): ``Z = D^-1 C Lambda^-1/2`` with ``D`` the
+    cells' and ``Lambda`` the anchors' total weight; the leading non-trivial left singular
+    vectors of ``Z``, scaled by their singular values and normalised per cell (Ng, Jordan &
+    Weiss). They are the eigenvectors of the cell-cell affinity ``Z Z^T`` that the
+    coefficients define, computed from the A x A matrix ``Z^T Z``: O(N A^2), never N x N.
+    Unlike PCA it weighs an anchor by how many cells use it, so a few hub anchors do not
+    dominate. ``coef``: dense ``(N, A)``, non-negative.
+    """
+    c = np.asarray(coef, dtype=np.float64)
+    z = c / np.maximum(c.sum(1, keepdims=True), 1e-12)
+    z = z / np.sqrt(np.maximum(z.sum(0, keepdims=True), 1e-12))
+    n_comps = int(min(n_comps, z.shape[1] - 1, z.shape[0] - 1))
+    evals, evecs = np.linalg.eigh(z.T @ z)  # ascending
+    v = evecs[:, ::-1][:, 1 : n_comps + 1]  # the leading vector is the trivial one
+    emb = z @ v  # = U S
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return emb.astype(np.float32)
+
+
 def embed_and_cluster(
     data: MuData | AnnData,
     model,
@@ -553,6 +575,7 @@ from .spatial import refine_domains, smooth, spatial_domains  # noqa: E402
 
 __all__ = [
     "auto_top_k",
+    "anchor_spectral_embedding",
     "cluster",
     "coefficient_embedding",
     "coefficient_pca",
