@@ -756,7 +756,7 @@ def spatial_domains(
         weights = None
         if fusion != "mean":  # one modality left: weights of 1, written all the same
             weights = model.get_modality_weights(data, method=fusion)[used].to_numpy()
-            weights /= weights.sum(1, keepdims=True)
+            weights /= np.maximum(weights.sum(1, keepdims=True), 1e-12)
             data.obsm["scmsi_modality_weights"] = weights
         x = fuse_coefficients([coefs[m] for m in used], weights=weights)
         data.obsm["scmsi_coef"] = x
