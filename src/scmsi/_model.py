@@ -754,7 +754,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         batch_size
             Minibatch size.
         return_all
-            Return ``{"fused": ..., name: C^m, ..., "observed": {name: bool (N,)}}``.
+            Return ``{"fused": ..., name: C^m, ..., "observed": {name: bool (N,)}}``, plus
+            ``"weights"`` (N, M) with a per-cell weighted fusion.
         fusion
             ``"mean"``, ``"precision"`` or ``"adaptive"`` (see above).
         top_k
@@ -775,6 +776,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         keep = (names + ["fused"]) if need_fused else [modality]
         parts = {m: [] for m in keep}
         masks = {m: [] for m in names}
+        weights = []
         batches = self.iter_coefficients(
             adata,
             indices,
@@ -788,6 +790,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 parts[m].append(c if top_k is None else top_k_sparse(c, top_k))
             for m in names:
                 masks[m].append(out["observed"][m])
+            if "weights" in out:
+                weights.append(out["weights"])
         if top_k is None:
             coefs = {m: np.concatenate(v) for m, v in parts.items()}
         else:
@@ -796,7 +800,12 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             return coefs[modality]
         observed = {m: np.concatenate(v) for m, v in masks.items()}
         fused = coefs.pop("fused")
-        return {"fused": fused, **coefs, "observed": observed} if return_all else fused
+        if not return_all:
+            return fused
+        out = {"fused": fused, **coefs, "observed": observed}
+        if weights:
+            out["weights"] = np.concatenate(weights)
+        return out
 
     def iter_coefficients(
         self,

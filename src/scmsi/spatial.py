@@ -742,8 +742,10 @@ def spatial_domains(
         x = np.asarray(data.obsm[use_rep], dtype=np.float32)
         n_default = min(x.shape[1], 30)
     elif model is not None:
-        coefs = model.get_coefficients(data, return_all=True, fusion="mean")
-        used, dropped = informative_modalities(coefs)
+        # one pass: a weighted fusion's per-spot weights come with the coefficients
+        coefs = model.get_coefficients(data, return_all=True, fusion=fusion)
+        names = model.modality_names
+        used, dropped = informative_modalities({m: coefs[m] for m in names})
         if dropped:
             logger.warning(
                 "Coefficients of %s are degenerate (each spot expressed by about one anchor, "
@@ -754,8 +756,9 @@ def spatial_domains(
         from ._model import fuse_coefficients
 
         weights = None
-        if fusion != "mean":  # one modality left: weights of 1, written all the same
-            weights = model.get_modality_weights(data, method=fusion)[used].to_numpy()
+        if fusion != "mean":  # a one-modality model has no weights: 1, written all the same
+            w = coefs.get("weights", np.ones((data.n_obs, len(names)), np.float32))
+            weights = w[:, [names.index(m) for m in used]]
             weights /= np.maximum(weights.sum(1, keepdims=True), 1e-12)
             data.obsm["scmsi_modality_weights"] = weights
         x = fuse_coefficients([coefs[m] for m in used], weights=weights)
