@@ -34,6 +34,7 @@ from ._mosaic import (
     observed_mask,
     prepare_query,
 )
+from ._settings import settings
 
 logger = logging.getLogger(__name__)
 
@@ -592,6 +593,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ``adata`` must be registered (see :meth:`_registered_data`). The anchors are encoded
         once per call; ``generative=False`` skips the decoders (generative outputs are None).
         """
+        settings.apply_threads()
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         self.module.eval()
         with torch.inference_mode():
@@ -649,6 +651,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             ``limit_train_batches`` to time a fraction of an epoch.
         """
         scvi.settings.seed = self.seed
+        settings.apply_threads()  # after any preprocessing in which numba reset the pool
         self.module.train()  # `load`/`load_query_data` leave it in eval mode (no dropout)
         if max_epochs is None:
             max_epochs = default_max_epochs(self.adata.n_obs)
@@ -1081,6 +1084,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             if not sources:
                 raise ValueError("Imputation needs at least one other modality to impute from.")
             b = self._batch_code(transform_batch)
+            settings.apply_threads()
             loader = self._make_data_loader(adata=adata_v, indices=indices, batch_size=batch_size)
             self.module.eval()
             means, sds = [], []
