@@ -20,6 +20,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, AnnDataManagerValidationCheck, fields
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin
+from scvi.train import TrainingPlan
 
 from . import _validation as val
 from ._anchors import default_n_anchors, select_anchors
@@ -62,6 +63,32 @@ def _registry_key(name: str) -> str:
 
 
 _VALIDATION = AnnDataManagerValidationCheck(check_fully_paired_mudata=False)
+
+
+class _TrainingPlan(TrainingPlan):
+    """scvi-tools' plan, with the module's extra metrics logged outside inference mode.
+
+    scvi-tools logs them inside ``torch.inference_mode()``; under DDP Lightning then averages
+    them across processes in place, which inference tensors forbid, and training fails at the
+    first epoch end.
+    """
+
+    def compute_and_log_metrics(self, loss_output, metrics, mode):
+        extra = loss_output.extra_metrics
+        object.__setattr__(loss_output, "extra_metrics", {})  # LossOutput is frozen-like
+        try:
+            super().compute_and_log_metrics(loss_output, metrics, mode)
+        finally:
+            object.__setattr__(loss_output, "extra_metrics", extra)
+        for key, value in extra.items():
+            self.log(
+                f"{key}_{mode}",
+                value,
+                on_step=self.on_step,
+                on_epoch=self.on_epoch,
+                batch_size=loss_output.n_obs_minibatch,
+                sync_dist=self.use_sync_dist,
+            )
 
 
 class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
@@ -129,6 +156,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """
 
     _module_cls = SCMSIModule
+    _training_plan_cls = _TrainingPlan
 
     def __init__(
         self,
