@@ -1,13 +1,33 @@
-"""scMSI: contrastive, generative, self-expressive integration of single-cell multimodal data."""
+"""scMSI: contrastive, generative, self-expressive integration of single-cell multimodal data.
 
+Submodules and the model are imported on first access (module ``__getattr__``), so that
+``import scmsi`` and ``scmsi --help`` do not pay for torch, scvi-tools and scanpy.
+"""
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-
-from . import datasets, pl, pp, spatial, tl
-from ._model import FUSIONS, SCMSI
 
 try:
     __version__ = version("scmsi")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["FUSIONS", "SCMSI", "datasets", "pl", "pp", "spatial", "tl", "__version__"]
+_SUBMODULES = ("datasets", "pl", "pp", "spatial", "tl")
+_FROM_MODEL = ("FUSIONS", "SCMSI")
+
+__all__ = [*_FROM_MODEL, *_SUBMODULES, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        value = import_module(f".{name}", __name__)
+    elif name in _FROM_MODEL:
+        value = getattr(import_module("._model", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
