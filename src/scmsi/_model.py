@@ -705,6 +705,14 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                     callbacks=callbacks,
                     **kwargs,
                 )
+            except ValueError as e:
+                # NaN weights make torch.distributions refuse their parameters before any
+                # loss is NaN: name the divergence rather than the distribution.
+                if all(bool(torch.isfinite(p).all()) for p in self.module.parameters()):
+                    raise
+                guard.restore(self.module)
+                self.is_trained_ = guard.n_completed > 0
+                raise FloatingPointError(guard.divergence("weights became NaN")) from e
             except SystemExit:
                 # Lightning turns a KeyboardInterrupt it catches into sys.exit(1) (and scvi's
                 # TrainRunner prints it as "Exception raised during training. <class
@@ -1403,17 +1411,22 @@ class _TrainingGuard(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
-            self.diverged = (
-                f"Training diverged: the loss became {float(loss.detach())} at epoch "
-                f"{trainer.current_epoch}, minibatch {batch_idx}. Likely cause: a learning rate "
-                "too high for these data, or extreme values in the input (a few cells or "
-                "features with huge counts). Lower the learning rate, e.g. "
-                "`model.train(plan_kwargs={'lr': 1e-4})`, or check the input. The model keeps "
-                f"the weights of the last completed epoch ({self.n_completed})."
+            self.diverged = self.divergence(
+                f"the loss became {float(loss.detach())} at epoch {trainer.current_epoch}, "
+                f"minibatch {batch_idx}"
             )
             trainer.should_stop = True
         elif self.requested:
             trainer.should_stop = True
+
+    def divergence(self, what: str) -> str:
+        return (
+            f"Training diverged: {what}. Likely cause: a learning rate too high for these "
+            "data, or extreme values in the input (a few cells or features with huge counts). "
+            "Lower the learning rate, e.g. `model.train(plan_kwargs={'lr': 1e-4})`, or check "
+            f"the input. The model keeps the weights of the last completed epoch "
+            f"({self.n_completed})."
+        )
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.requested or self.diverged is not None:

@@ -112,9 +112,17 @@ def check_nonempty_cells(x, name: str, obs_names: Sequence[str]) -> None:
         examples = ", ".join(map(str, np.asarray(obs_names)[empty[:5]]))
         raise ValueError(
             f"{name}: {empty.size} cells have no counts at all (e.g. {examples}). Remove them "
-            "first, e.g. `sc.pp.filter_cells(adata, min_counts=1)` on that modality and "
-            "`mdata.intersect_obs()`."
+            "first, e.g. `sc.pp.filter_cells(adata, min_counts=1)` on that modality, then keep "
+            "the cells every modality still has (`mdata = mdata[mask].copy()`, see "
+            "`scmsi.pp.pad_modalities` for data where some cells lack a modality)."
         )
+
+
+def keep_common_cells(modalities: Sequence[str]) -> str:
+    """A command (as text) that keeps the cells every one of ``modalities`` holds; mudata 0.3
+    has no ``MuData.intersect_obs`` (that is ``muon.pp.intersect_obs``)."""
+    masks = " & ".join(f"mdata.obs_names.isin(mdata['{m}'].obs_names)" for m in modalities)
+    return f"mdata = mdata[{masks}].copy()"
 
 
 def check_cell_names(mdata, modalities: Sequence[str]) -> None:
@@ -143,14 +151,14 @@ def check_cell_names(mdata, modalities: Sequence[str]) -> None:
                     "trains on such data once every modality holds every cell: "
                     "`mdata = scmsi.pp.pad_modalities(mdata)` returns a copy with zero rows for "
                     "the absent cells, flagged in obs['scmsi_has_<modality>'] so that the model "
-                    "ignores them (use `mdata.intersect_obs()` instead to keep only complete "
-                    "cells)."
+                    f"ignores them (or keep only the cells every modality has: "
+                    f"`{keep_common_cells(modalities)}`)."
                 )
             raise ValueError(
                 f"Modality '{mod}' does not hold the same cells as the MuData "
                 f"({len(names)} vs {mdata.n_obs} cells; missing e.g. {missing}, "
                 f"extra e.g. {extra}). Make the cell names match across modalities and call "
-                "`mdata.intersect_obs()` (or `mdata.update()`) before setup."
+                "`mdata.update()` before setup."
             )
 
 
@@ -271,6 +279,9 @@ def warn_reordered_features(data, setup_args: dict, features: dict) -> None:
         )
 
 
+MIN_CELLS = 20  # fewest cells `SCMSI.train` accepts
+
+
 def check_training(
     max_epochs,
     train_size: float | None,
@@ -294,6 +305,11 @@ def check_training(
         raise ValueError(f"train_size must lie in (0, 1], got {train_size}.")
     share = 0.9 if train_size is None else float(train_size)
     n_train = int(np.ceil(share * n_cells))
+    if n_cells < MIN_CELLS:
+        raise ValueError(
+            f"Only {n_cells} cells: too few to train on (the anchors, a validation share and "
+            f"minibatches need at least {MIN_CELLS}). Pass more cells."
+        )
     if n_train < 2:
         raise ValueError(
             f"Only {n_train} training cells ({n_cells} cells, train_size={share}); at least 2 "
@@ -325,7 +341,7 @@ def check_barcode_overlap(mdata, modalities: Sequence[str]) -> None:
             if shared >= _MIN_SHARED * min(len(na), len(nb)):
                 continue
             keep = (
-                f" To keep only the {shared} cells in both: `mdata.intersect_obs()`."
+                f" To keep only the {shared} cells in both: `{keep_common_cells([a, b])}`."
                 if shared
                 else ""
             )
