@@ -174,6 +174,7 @@ def _errors(tmp_path):
         "cannot read": ["fit", bad, "-o", out],
         "--protein-obsm-key": ["fit", h5ad, "-o", out],
         "name the file": ["fit", src, "-o", tmp_path / "r.txt"],
+        "cannot write in": ["fit", src, "-o", src / "r.h5mu"],  # a file as the folder
         "unknown image format": ["fit", src, "-o", out, "--figure", tmp_path / "f.xyz"],
         "--label-key 'nope'": ["fit", src, "-o", out, "--label-key", "nope"],
         "--batch-key 'nope'": ["fit", src, "-o", out, "--batch-key", "nope"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import os
 import re
 import signal
 import threading
@@ -1225,10 +1226,16 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         when its layout differs a copy is registered (``model.adata``).
         """
         if adata is not None and adata is not False:
-            from scvi.model.base._archesmixin import _get_loaded_data
+            from scvi.model.base._save_load import _load_saved_files
 
-            registry = _get_loaded_data(dir_path, device="cpu")[0]["registry_"]
-            adata = _reference_layout(adata, registry)
+            saved = _load_saved_files(
+                os.fspath(dir_path),
+                load_adata=False,
+                prefix=kwargs.get("prefix"),
+                map_location="cpu",
+                backup_url=kwargs.get("backup_url"),
+            )
+            adata = _reference_layout(adata, saved[0]["registry_"])
         token = _FROM_STATE.set(True)
         try:
             model = super().load(dir_path, adata=adata, **kwargs)
@@ -1269,6 +1276,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """
         from scvi.model.base._archesmixin import _get_loaded_data
 
+        if isinstance(reference_model, os.PathLike):
+            reference_model = os.fspath(reference_model)
         attr_dict, _, _, _ = _get_loaded_data(reference_model, device="cpu")
         registry = attr_dict["registry_"]
         prepared = _reference_layout(adata, registry)

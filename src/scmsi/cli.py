@@ -109,7 +109,9 @@ def _check_writable(path: Path, option: str) -> None:
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir():
+        raise CLIError(f"{option} {path}: cannot write in {parent}, a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise CLIError(f"{option} {path}: cannot write in {parent} (permission denied)")
     if path.exists() and not os.access(path, os.W_OK):
         raise CLIError(f"{option} {path} exists and is not writable")
@@ -380,15 +382,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(e: BaseException) -> str:
+def _one_line(e) -> str:
     text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     return " ".join(str(text).split()) or type(e).__name__
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"scmsi: warning: {_one_line(message)}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     args = _parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            if not args.debug:  # warnings about the data as one line each, no source lines
+                warnings.showwarning = _one_line_warning
+            return args.func(args)
     except KeyboardInterrupt:
         if args.debug:
             raise
