@@ -202,6 +202,25 @@ def test_cli_input_errors_are_one_line_before_training(tmp_path, capsys, monkeyp
         main(["fit", str(tmp_path / "nope.h5mu"), "-o", str(tmp_path / "o.h5mu"), "--debug"])
 
 
+def test_cli_reads_an_anndata_with_protein_in_obsm_as_totalvi(tmp_path):
+    import argparse
+
+    from scmsi.cli import _read_input
+
+    md = _cite(n_cells=40)
+    adata = md["rna"].copy()
+    adata.obsm["protein_expression"] = md["prot"].to_df(layer="counts")
+    adata.obs["cell_type"] = md.obs["cell_type"].to_numpy()
+    path = tmp_path / "cite.h5ad"
+    adata.write_h5ad(path)
+    args = argparse.Namespace(input=path, modalities=None, protein_obsm_key="protein_expression")
+    out = _read_input(args)
+    assert out.uns["modality_types"] == {"rna": "counts", "prot": "protein"}
+    assert out["prot"].var_names.equals(md["prot"].var_names)
+    np.testing.assert_array_equal(out["prot"].X, md["prot"].layers["counts"])
+    assert "cell_type" in out.obs
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
 def test_cli_unwritable_output_fails_before_training(tmp_path, capsys):
     src = tmp_path / "in.h5mu"

@@ -1570,14 +1570,14 @@ def modality_kinds(mdata: MuData) -> dict[str, str]:
     """
     declared = mdata.uns.get("modality_types")
     if declared is not None:
-        kinds = {str(m): str(k) for m, k in dict(declared).items()}
-        absent = [m for m in kinds if m not in mdata.mod]
+        declared = {str(m): str(k) for m, k in dict(declared).items()}
+        absent = [m for m in declared if m not in mdata.mod]
         if absent:
             raise KeyError(
                 f"mdata.uns['modality_types'] names modalities {absent} that the MuData does "
                 f"not have (has {list(mdata.mod)}); fix it or pass `modalities=`."
             )
-        return kinds
+        return {m: declared[m] for m in mdata.mod if m in declared}  # .h5mu sorts uns keys
     kinds = {m: _KIND_BY_NAME[m.lower()] for m in mdata.mod if m.lower() in _KIND_BY_NAME}
     if not kinds:
         raise ValueError(

@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 # The choices of --fusion, as scmsi.FUSIONS (a test checks they agree): importing the model
@@ -223,7 +224,10 @@ def _resolve_modalities(mdata, args) -> dict[str, str]:
         kinds = given
         source = "--modalities"
     elif "modality_types" in mdata.uns:
-        kinds = {str(m): str(k) for m, k in dict(mdata.uns["modality_types"]).items()}
+        declared = {str(m): str(k) for m, k in dict(mdata.uns["modality_types"]).items()}
+        # in the MuData's order (an .h5mu stores uns keys sorted)
+        kinds = {m: declared[m] for m in mdata.mod if m in declared}
+        kinds.update({m: k for m, k in declared.items() if m not in kinds})
         source = "uns['modality_types']"
     else:
         raise CLIError(
@@ -282,7 +286,9 @@ def _fit_and_write(mdata, args, kinds, layers) -> int:
     model = scmsi.SCMSI(mdata, n_anchors=args.n_anchors, seed=args.seed)
     print(model)
     t0 = time.perf_counter()
-    model.train(max_epochs=args.max_epochs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Training interrupted")  # one line: main's
+        model.train(max_epochs=args.max_epochs)
     if getattr(model, "training_interrupted_", False):
         raise KeyboardInterrupt
     print(f"trained in {time.perf_counter() - t0:.1f} s")
@@ -388,12 +394,13 @@ def _one_line(e) -> str:
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"scmsi: warning: {_one_line(message)}", file=sys.stderr)
+    """Warnings issued from scmsi (about the user's data) as one line; others' internal
+    deprecation and logging notices are dropped (``--debug`` shows everything)."""
+    if Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent):
+        print(f"scmsi: warning: {_one_line(message)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    import warnings
-
     args = _parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
