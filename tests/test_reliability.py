@@ -304,6 +304,7 @@ def test_differing_barcodes_are_named_as_such_not_mosaic():
     prot = md["prot"].copy()
     prot.obs_names = [f"{c}-1" for c in prot.obs_names]
     bad = MuData({"rna": md["rna"].copy(), "prot": prot})
+    bad.uns["modality_types"] = md.uns["modality_types"]
     with pytest.raises(ValueError, match=r"barcodes differ.*40 cells.*only 0 names in common"):
         scmsi.SCMSI.setup_mudata(bad, layers=LAYERS)
 

@@ -1265,7 +1265,9 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ----------
         adata
             Query cells (MuData for a MuData model). Features are matched to the reference by
-            name, and modalities may be absent (see :meth:`get_coefficients`). Not modified:
+            name (features in another order are reordered, with a warning naming the
+            modalities; missing ones raise a ValueError listing them), and modalities may be
+            absent (see :meth:`get_coefficients`). Not modified:
             when its layout differs from the reference a copy is registered (``model.adata``).
         reference_model
             A trained :class:`SCMSI` or the folder it was saved to.
