@@ -5,7 +5,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import os
 import re
+import signal
+import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
@@ -317,11 +321,15 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             ``{modality name: type}`` with type one of ``"counts"`` (NB/ZINB), ``"protein"``
             (NB mixture with background), ``"accessibility"`` (peaks: Bernoulli on binarised
             values or Poisson on fragments) or ``"continuous"`` (Gaussian: processed features,
-            normalised matrices). Any number of modalities. Default: every modality named like
-            ``rna``/``gex`` -> counts, ``prot``/``adt`` -> protein, ``atac``/``peaks`` ->
-            accessibility. Sparse matrices stay sparse; minibatches are densified one at a time.
+            normalised matrices). Any number of modalities. Default:
+            ``mdata.uns["modality_types"]`` (written by :mod:`scmsi.datasets` and
+            :func:`scmsi.pp.to_mudata`), else a guess from the names (``rna``/``gex`` ->
+            counts, ``prot``/``adt`` -> protein, ``atac``/``peaks`` -> accessibility) with a
+            warning (see :func:`modality_kinds`). A modality of the MuData left out is named in
+            a warning. Sparse matrices stay sparse; minibatches are densified one at a time.
         layers
-            ``{modality name: layer}``; a missing entry or None uses ``.X``.
+            ``{modality name: layer}``; a missing entry or None uses ``.X``. A key that is not
+            a modality, or a layer the modality lacks, raises a KeyError.
         batch_key
             Categorical batch column, in ``mdata.obs`` or in ``mdata[batch_mod].obs``. The batch
             enters every modality's encoder and decoder (and the protein background prior);
@@ -341,16 +349,24 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         if modalities is None:
-            modalities = {
-                m: _KIND_BY_NAME[m.lower()] for m in mdata.mod if m.lower() in _KIND_BY_NAME
-            }
-            if not modalities:
-                raise ValueError(
-                    f"Could not infer modality types from names {list(mdata.mod)}; pass "
-                    "`modalities={'rna': 'counts', 'prot': 'protein'}`."
-                )
+            modalities = modality_kinds(mdata)
             setup_method_args["setup_args"]["modalities"] = modalities
+        left_out = [m for m in mdata.mod if m not in modalities]
+        if left_out:
+            warnings.warn(
+                f"Modalities {left_out} of the MuData are left out of the model (not in "
+                "`modalities=` or uns['modality_types']); pass them in `modalities=` to use them.",
+                UserWarning,
+                stacklevel=2,
+            )
         layers = dict(layers or {})
+        unknown_layers = [m for m in layers if m not in mdata.mod]
+        if unknown_layers:
+            raise KeyError(
+                f"`layers=` names {unknown_layers}, which are not modalities of the MuData "
+                f"{list(mdata.mod)}; its keys are modality names, e.g. "
+                f"`layers={{'{next(iter(modalities), 'rna')}': 'counts'}}`."
+            )
         for name, kind in modalities.items():
             if name not in mdata.mod:
                 raise KeyError(f"Modality {name!r} is not in the MuData (has {list(mdata.mod)}).")
@@ -677,29 +693,80 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             strategy="ddp_find_unused_parameters_true"`` for multi-GPU training (scvi-tools then
             shards the minibatches with a distributed sampler and turns early stopping off), or
             ``limit_train_batches`` to time a fraction of an epoch.
+
+        Notes
+        -----
+        Ctrl-C (SIGINT) stops training at the end of the current minibatch; the model then
+        holds the weights of the last completed epoch, says so in one warning, and ``get_*``
+        work on it (``model.training_interrupted_`` is True; ``is_trained_`` is True when at
+        least one epoch was completed). A second Ctrl-C raises ``KeyboardInterrupt`` at once.
+        A loss that becomes NaN or infinite stops training with a ``FloatingPointError``
+        naming the likely cause; the model keeps the last epoch with a finite loss.
         """
         scvi.settings.seed = self.seed
         settings.apply_threads()  # after any preprocessing in which numba reset the pool
-        self.module.train()  # `load`/`load_query_data` leave it in eval mode (no dropout)
         if max_epochs is None:
             max_epochs = default_max_epochs(self.adata.n_obs)
+        val.check_training(
+            max_epochs,
+            kwargs.get("train_size"),
+            batch_size,
+            self.adata.n_obs,
+            early_stopping,
+            kwargs.get("validation_size"),
+        )
+        self.module.train()  # `load`/`load_query_data` leave it in eval mode (no dropout)
         if pretrain_fraction is None:
             pretrain_fraction = 0.0 if getattr(self, "is_query_model_", False) else 0.25
         n_pre = int(round(pretrain_fraction * max_epochs))
         if getattr(self, "is_query_model_", False):
             # Adam's weight decay would move the frozen weights (scvi-tools' scArches advice).
             plan_kwargs = {"weight_decay": 0.0, **(plan_kwargs or {})}
-        callbacks = list(kwargs.pop("callbacks", None) or []) + [_DecodeRebuiltAfter(n_pre)]
+        guard = _TrainingGuard()
+        callbacks = list(kwargs.pop("callbacks", None) or []) + [_DecodeRebuiltAfter(n_pre), guard]
         if early_stopping:
             kwargs.setdefault("early_stopping_warmup_epochs", n_pre)
-        return super().train(
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            early_stopping=early_stopping,
-            plan_kwargs=plan_kwargs,
-            callbacks=callbacks,
-            **kwargs,
-        )
+        self.training_interrupted_ = False
+        with guard.catch_sigint():
+            try:
+                out = super().train(
+                    max_epochs=max_epochs,
+                    batch_size=batch_size,
+                    early_stopping=early_stopping,
+                    plan_kwargs=plan_kwargs,
+                    callbacks=callbacks,
+                    **kwargs,
+                )
+            except ValueError as e:
+                # NaN weights make torch.distributions refuse their parameters before any
+                # loss is NaN: name the divergence rather than the distribution.
+                if all(bool(torch.isfinite(p).all()) for p in self.module.parameters()):
+                    raise
+                guard.restore(self.module)
+                self.is_trained_ = guard.n_completed > 0
+                raise FloatingPointError(guard.divergence("weights became NaN")) from e
+            except SystemExit:
+                # Lightning turns a KeyboardInterrupt it catches into sys.exit(1) (and scvi's
+                # TrainRunner prints it as "Exception raised during training. <class
+                # 'NameError'> 1"); a Ctrl-C outside our SIGINT handler ends up here.
+                if not guard.interrupted:
+                    raise
+                out = None
+        if guard.diverged is not None:
+            guard.restore(self.module)
+            self.is_trained_ = guard.n_completed > 0
+            raise FloatingPointError(guard.diverged)
+        if guard.interrupted:
+            guard.restore(self.module)
+            self.training_interrupted_ = True
+            self.is_trained_ = guard.n_completed > 0
+            warnings.warn(
+                f"Training interrupted: the model keeps the weights of the last completed "
+                f"epoch ({guard.n_completed} of {max_epochs}).",
+                UserWarning,
+                stacklevel=2,
+            )
+        return out
 
     # ------------------------------------------------------------------ outputs
     @property
@@ -1183,8 +1250,24 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """Load a saved model (see :meth:`scvi.model.base.BaseModelClass.load`).
 
         ``adata`` may be the training data or other cells with the same features; the anchors'
-        data are part of the saved state either way.
+        data are part of the saved state either way. The feature names of every modality and
+        the modality types are saved with the model (its registry): features in another order
+        are reordered to the saved order, with a warning naming the modalities; missing
+        features raise a ValueError listing the first missing names; an AnnData for a model
+        set up with a MuData (or the reverse) raises a TypeError. ``adata`` is not modified:
+        when its layout differs a copy is registered (``model.adata``).
         """
+        if adata is not None and adata is not False:
+            from scvi.model.base._save_load import _load_saved_files
+
+            saved = _load_saved_files(
+                os.fspath(dir_path),
+                load_adata=False,
+                prefix=kwargs.get("prefix"),
+                map_location="cpu",
+                backup_url=kwargs.get("backup_url"),
+            )
+            adata = _reference_layout(adata, saved[0]["registry_"])
         token = _FROM_STATE.set(True)
         try:
             model = super().load(dir_path, adata=adata, **kwargs)
@@ -1214,7 +1297,9 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ----------
         adata
             Query cells (MuData for a MuData model). Features are matched to the reference by
-            name, and modalities may be absent (see :meth:`get_coefficients`). Not modified:
+            name (features in another order are reordered, with a warning naming the
+            modalities; missing ones raise a ValueError listing them), and modalities may be
+            absent (see :meth:`get_coefficients`). Not modified:
             when its layout differs from the reference a copy is registered (``model.adata``).
         reference_model
             A trained :class:`SCMSI` or the folder it was saved to.
@@ -1225,9 +1310,11 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """
         from scvi.model.base._archesmixin import _get_loaded_data
 
+        if isinstance(reference_model, os.PathLike):
+            reference_model = os.fspath(reference_model)
         attr_dict, _, _, _ = _get_loaded_data(reference_model, device="cpu")
         registry = attr_dict["registry_"]
-        prepared = prepare_query(adata, registry["setup_args"], _features_from_registry(registry))
+        prepared = _reference_layout(adata, registry)
         n_ref_batch = len(
             registry["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"][
                 "categorical_mapping"
@@ -1331,6 +1418,73 @@ class _DecodeRebuiltAfter(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         pl_module.module.decode_rebuilt.fill_(True)
+
+
+class _TrainingGuard(Callback):
+    """Ctrl-C stops after the current minibatch and a non-finite loss stops training; both
+    leave the weights of the last completed epoch (copied at each epoch's end)."""
+
+    def __init__(self):
+        self.requested = False  # a Ctrl-C came during this epoch
+        self.interrupted = False
+        self.diverged: str | None = None
+        self.n_completed = 0
+        self._state: dict | None = None
+
+    @contextlib.contextmanager
+    def catch_sigint(self):
+        """Handle SIGINT ourselves while training (main thread only; signals need it)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            if self.requested:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self.requested = self.interrupted = True
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            # Lightning leaves SIGINT ignored after a KeyboardInterrupt it caught
+            signal.signal(signal.SIGINT, previous)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
+            self.diverged = self.divergence(
+                f"the loss became {float(loss.detach())} at epoch {trainer.current_epoch}, "
+                f"minibatch {batch_idx}"
+            )
+            trainer.should_stop = True
+        elif self.requested:
+            trainer.should_stop = True
+
+    def divergence(self, what: str) -> str:
+        return (
+            f"Training diverged: {what}. Likely cause: a learning rate too high for these "
+            "data, or extreme values in the input (a few cells or features with huge counts). "
+            "Lower the learning rate, e.g. `model.train(plan_kwargs={'lr': 1e-4})`, or check "
+            f"the input. The model keeps the weights of the last completed epoch "
+            f"({self.n_completed})."
+        )
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.requested or self.diverged is not None:
+            return  # an unfinished epoch: keep the previous copy
+        self.n_completed += 1
+        self._state = {k: v.detach().clone() for k, v in pl_module.module.state_dict().items()}
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.interrupted = True
+
+    def restore(self, module) -> None:
+        if self._state is not None:
+            module.load_state_dict(self._state)
+        module.decode_rebuilt.fill_(True)  # as after a full run (`_DecodeRebuiltAfter`)
 
 
 def fuse_coefficients(
@@ -1440,6 +1594,41 @@ def precision_weights(var: np.ndarray) -> np.ndarray:
     )
 
 
+def modality_kinds(mdata: MuData) -> dict[str, str]:
+    """``{modality: type}`` of a MuData for :meth:`SCMSI.setup_mudata` without ``modalities=``.
+
+    One source: ``mdata.uns["modality_types"]``, written by every loader of
+    :mod:`scmsi.datasets` and by :func:`scmsi.pp.to_mudata`. Without it, types are guessed
+    from the modality names (``rna``/``gex`` -> counts, ``prot``/``adt`` -> protein,
+    ``atac``/``peaks`` -> accessibility), with a warning.
+    """
+    declared = mdata.uns.get("modality_types")
+    if declared is not None:
+        declared = {str(m): str(k) for m, k in dict(declared).items()}
+        absent = [m for m in declared if m not in mdata.mod]
+        if absent:
+            raise KeyError(
+                f"mdata.uns['modality_types'] names modalities {absent} that the MuData does "
+                f"not have (has {list(mdata.mod)}); fix it or pass `modalities=`."
+            )
+        return {m: declared[m] for m in mdata.mod if m in declared}  # .h5mu sorts uns keys
+    kinds = {m: _KIND_BY_NAME[m.lower()] for m in mdata.mod if m.lower() in _KIND_BY_NAME}
+    if not kinds:
+        raise ValueError(
+            f"No modality types: mdata.uns['modality_types'] is not set and the names "
+            f"{list(mdata.mod)} are not known ones. Pass `modalities=`, e.g. "
+            "`modalities={'rna': 'counts', 'prot': 'protein'}` (types: counts, protein, "
+            "accessibility, continuous)."
+        )
+    warnings.warn(
+        f"Modality types guessed from their names: {kinds}. Pass `modalities=` or set "
+        "mdata.uns['modality_types'] to say them.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return kinds
+
+
 def _modality_kinds(setup_args: dict) -> dict[str, str]:
     if "modalities" in setup_args:
         return dict(setup_args["modalities"])
@@ -1458,12 +1647,21 @@ def _features_from_registry(registry: dict) -> dict[str, np.ndarray]:
     return out
 
 
+def _reference_layout(data, registry: dict):
+    """``data`` laid out as the saved model's data (see ``prepare_query``), saying so when the
+    features were reordered."""
+    features = _features_from_registry(registry)
+    val.warn_reordered_features(data, registry["setup_args"], features)
+    return prepare_query(data, registry["setup_args"], features)
+
+
 def _dense(x) -> np.ndarray:
     return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
 
 
 def _check_modality(x, name: str, kind: str, obs_names) -> None:
     label = f"modality '{name}'"
+    val.check_informative(x, label)  # first: an all-zero counts matrix is no "empty cells"
     if HEADS[kind].requires_counts:
         val.check_counts(x, label)
     elif kind == "accessibility":

@@ -60,6 +60,7 @@ def synthetic_cite(
         mods[name] = a
     mdata = MuData(mods)
     mdata.obs = obs.copy()
+    mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}
     return mdata
 
 
