@@ -77,7 +77,10 @@ nb_execution_cache_path = str(HERE / "_build" / ".jupyter_cache")
 nb_execution_raise_on_error = True
 nb_execution_timeout = 900
 nb_execution_show_tb = True
-nb_merge_streams = True
+# Library chatter (Lightning's tips, deprecation notices) goes to stderr; the pages show what
+# the code prints and draws. Run a tutorial yourself to see every warning.
+nb_merge_streams = False
+nb_output_stderr = "remove"
 
 # -- HTML -----------------------------------------------------------------------------------
 html_theme = "furo"
