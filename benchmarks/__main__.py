@@ -423,14 +423,14 @@ def _dense(x) -> np.ndarray:
     return np.asarray(x.toarray() if hasattr(x, "toarray") else x)
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+BENCH_PAGE = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 def _update_readme(name: str, results_md: Path) -> None:
-    """Copy the results table into README.md between ``<!-- bench:NAME -->`` markers."""
-    if not README.exists():
+    """Copy the results table into docs/benchmarks.md between ``<!-- bench:NAME -->`` markers."""
+    if not BENCH_PAGE.exists():
         return
-    text = README.read_text()
+    text = BENCH_PAGE.read_text()
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     if start not in text or end not in text:
         return
@@ -452,7 +452,7 @@ def _update_readme(name: str, results_md: Path) -> None:
         x for x in (start, command, "", table, "", ratio, not_run, end) if x is not None
     )
     head, rest = text.split(start, 1)
-    atomic_text(README, head + block + rest.split(end, 1)[1])
+    atomic_text(BENCH_PAGE, head + block + rest.split(end, 1)[1])
 
 
 def main(argv: list[str] | None = None) -> int:

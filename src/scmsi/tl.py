@@ -2,18 +2,22 @@
 
 Everything is written where scanpy and muon look for it, on the MuData (or AnnData) itself:
 
-========================  ==============================================================
-``obsm["X_scmsi"]``       PCA of the fused coefficients (the default embedding)
-``uns["scmsi_pca"]``      that PCA (``components``, ``mean``, ``anchors``): :func:`map_query`
-``obsm["scmsi_coef"]``    fused coefficients, cells x anchors (rows sum to 1; sparse top-k
-                          on large data, see ``top_k``)
-``obsm["scmsi_modality_weights"]``  per-cell modality weights of the fusion (cells x modalities)
-``obsm["X_scmsi_<m>"]``   latent of modality ``m``
-``obsp["scmsi_connectivities"]``, ``obsp["scmsi_distances"]``, ``uns["scmsi"]``: k-NN graph
-``obs["scmsi_leiden"]``   Leiden clusters on that graph (``uns["scmsi_leiden"]``: resolution)
-``obs["scmsi_kmeans"]``   k-means clusters (when ``n_clusters`` is given)
-``obsm["X_umap"]``        UMAP of the graph
-========================  ==============================================================
+==================================  ====================================================
+``obsm["X_scmsi"]``                 PCA of the fused coefficients (the default embedding)
+``uns["scmsi_pca"]``                that PCA (``components``, ``mean``, ``anchors``):
+                                    :func:`map_query`
+``obsm["scmsi_coef"]``              fused coefficients, cells x anchors (rows sum to 1;
+                                    sparse top-k on large data, see ``top_k``)
+``obsm["scmsi_modality_weights"]``  per-cell modality weights of the fusion
+                                    (cells x modalities)
+``obsm["X_scmsi_<m>"]``             latent of modality ``m``
+``obsp["scmsi_connectivities"]``    k-NN graph (also ``obsp["scmsi_distances"]``,
+                                    ``uns["scmsi"]``)
+``obs["scmsi_leiden"]``             Leiden clusters on that graph (``uns["scmsi_leiden"]``:
+                                    resolution)
+``obs["scmsi_kmeans"]``             k-means clusters (when ``n_clusters`` is given)
+``obsm["X_umap"]``                  UMAP of the graph
+==================================  ====================================================
 """
 
 from __future__ import annotations
