@@ -3,7 +3,8 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from . import datasets, pl, pp, spatial, tl
-from ._model import FUSIONS, SCMSI
+from ._fusion import FUSIONS
+from ._model import SCMSI
 
 try:
     __version__ = version("scmsi")

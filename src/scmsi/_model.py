@@ -24,6 +24,18 @@ from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMix
 from . import _validation as val
 from ._anchors import default_n_anchors, select_anchors
 from ._backed import read_rows
+from ._fusion import (
+    N_WEIGHT_DRAWS,
+    Fusion,
+    _cross_rebuild_errors,
+    check_fusion,
+    error_scale,
+    fuse_coefficients,
+    fusion_scale,
+    modality_weights,
+    precision_weights,
+    top_k_sparse,
+)
 from ._likelihoods import HEADS, protein_background_prior
 from ._module import ModalitySpec, SCMSIModule, expression
 from ._mosaic import (
@@ -724,7 +736,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         return_all: bool = False,
-        fusion: Literal["mean", "adaptive", "precision"] = "mean",
+        fusion: Fusion = "mean",
         top_k: int | None = None,
         weight_scale: np.ndarray | None = None,
     ) -> np.ndarray | sparse.csr_matrix | dict:
@@ -812,7 +824,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         adata: MuData | AnnData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
-        fusion: Literal["mean", "adaptive", "precision"] | None = "mean",
+        fusion: Fusion | None = "mean",
         latent: bool = False,
         weight_scale: np.ndarray | None = None,
     ) -> Iterator[dict]:
@@ -843,10 +855,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         with self._registered_data(adata) as adata_v:
             adaptive = fusion == "adaptive" and len(names) > 1
             precision = fusion == "precision" and len(names) > 1
-            scale = weight_scale
-            if adaptive and scale is None:
-                # The scale is a statistic over all cells: one pass before the minibatches.
-                scale = self.get_modality_weights(adata_v, indices, batch_size).attrs["scale"]
+            scale = fusion_scale(self, adata_v, fusion, indices, batch_size, weight_scale)
             gen = self._draw_generator()
             batches = self._outputs(adata_v, indices, batch_size, generative=False)
             for tensors, inf, _ in batches:
@@ -1299,113 +1308,6 @@ class _DecodeRebuiltAfter(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         pl_module.module.decode_rebuilt.fill_(True)
-
-
-def fuse_coefficients(
-    coefs: list[np.ndarray],
-    observed: list[np.ndarray] | None = None,
-    weights: np.ndarray | None = None,
-) -> np.ndarray:
-    """Weighted mean of row-normalised coefficient matrices, shape ``(N, A)``; rows sum to 1.
-
-    ``observed``: one bool ``(N,)`` per matrix; each cell averages only the modalities it has.
-    ``weights``: ``(N, M)`` per-cell modality weights; None weighs modalities equally.
-    """
-    n, n_mod = coefs[0].shape[0], len(coefs)
-    w = np.ones((n, n_mod), np.float32) if weights is None else np.asarray(weights, np.float32)
-    if observed is not None:
-        w = w * np.stack([np.asarray(o, np.float32) for o in observed], 1)
-    w = w / np.maximum(w.sum(1, keepdims=True), 1e-12)
-    fused = np.zeros_like(coefs[0], dtype=np.float32)
-    for i, c in enumerate(coefs):
-        fused += w[:, i : i + 1] * c / np.maximum(c.sum(1, keepdims=True), 1e-12)
-    return fused
-
-
-def top_k_sparse(coef: np.ndarray, k: int) -> sparse.csr_matrix:
-    """Each row's ``k`` largest entries of ``coef`` ``(N, A)`` as a float32 CSR matrix.
-
-    Exact zeros are dropped (self-expressive coefficients are thresholded, so rows often have
-    fewer than ``k`` non-zeros); ties at the k-th value are broken arbitrarily.
-    """
-    coef = np.asarray(coef, dtype=np.float32)
-    n, a = coef.shape
-    if k < a:
-        cols = np.argpartition(-coef, k - 1, axis=1)[:, :k]
-    else:
-        cols = np.broadcast_to(np.arange(a), (n, a))
-    vals = np.take_along_axis(coef, cols, axis=1)
-    rows = np.broadcast_to(np.arange(n)[:, None], cols.shape)
-    nz = vals != 0
-    out = sparse.csr_matrix((vals[nz], (rows[nz], cols[nz])), shape=(n, a), dtype=np.float32)
-    out.sort_indices()
-    return out
-
-
-def _cross_rebuild_errors(inf: dict, names: list[str]) -> np.ndarray:
-    """``err[n, m, m'] = ||z^m'_n - c~^m_n Z^m'_anchor||^2`` for one minibatch, ``(B, M, M)``.
-
-    NaN where cell n lacks modality m or m': its latent there is itself a rebuild, so the
-    error would be zero by construction, not evidence.
-    """
-    out = []
-    for m in names:
-        c = inf["coef"][m]
-        c = c / c.sum(-1, keepdim=True).clamp(min=1e-12)
-        row = [(inf["z"][t] - c @ inf["z_anchor"][t]).pow(2).sum(-1) for t in names]
-        out.append(torch.stack(row, -1))
-    err = torch.stack(out, 1).cpu().numpy()
-    obs = np.stack([inf["observed"][m].cpu().numpy() for m in names], 1)  # (B, M)
-    err[~(obs[:, :, None] & obs[:, None, :])] = np.nan
-    return err
-
-
-def error_scale(errors: np.ndarray) -> np.ndarray:
-    """Median own-rebuild error per modality ``(M,)`` over the cells that have it."""
-    own = np.nanmedian(np.einsum("nmm->nm", errors), axis=0)
-    return np.where(np.isfinite(own), np.maximum(own, 1e-12), 1.0)
-
-
-def modality_weights(errors: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
-    """Per-cell modality weights ``(N, M)`` from cross-rebuild errors ``(N, M, M)``.
-
-    Each target modality's errors are divided by ``scale`` (default :func:`error_scale`: the
-    median error of its own rebuild), so modalities with large or small latent spreads are
-    comparable; ``softmax(-mean score)``. NaN errors (missing modalities) are left out; a
-    modality a cell lacks gets weight 0.
-    """
-    own = error_scale(errors) if scale is None else np.asarray(scale, dtype=np.float64)
-    scaled = errors / own[None, None, :]
-    known = np.isfinite(scaled)
-    score = np.where(known, scaled, 0.0).sum(-1) / np.maximum(known.sum(-1), 1)  # (N, M)
-    score = np.where(known.any(-1), score, np.inf)
-    best = score.min(1, keepdims=True)
-    w = np.exp(-(score - np.where(np.isfinite(best), best, 0.0)))
-    w[~np.isfinite(best[:, 0])] = 1.0  # a cell with no modality: equal (unused) weights
-    return (w / w.sum(1, keepdims=True)).astype(np.float32)
-
-
-# Posterior draws per cell for the precision fusion's variances (sd of a variance estimate
-# from 25 draws: about 30 %, small next to the spread of the variances between modalities).
-N_WEIGHT_DRAWS = 25
-FUSIONS = ("mean", "precision", "adaptive")
-
-
-def check_fusion(fusion, allow_none: bool = False) -> None:
-    """Raise a ValueError that names the valid fusions."""
-    if fusion not in FUSIONS and not (allow_none and fusion is None):
-        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
-
-
-def precision_weights(var: np.ndarray) -> np.ndarray:
-    """Inverse-variance weights ``(N, M)`` from per-cell variances ``(N, M)``; ``inf`` (a
-    modality the cell lacks) gets weight 0; a cell with no finite variance gets equal weights.
-    """
-    prec = np.where(np.isfinite(var), 1.0 / np.maximum(var, 1e-12), 0.0)
-    total = prec.sum(1, keepdims=True)
-    return np.where(total > 0, prec / np.where(total > 0, total, 1.0), 1.0 / var.shape[1]).astype(
-        np.float32
-    )
 
 
 def _modality_kinds(setup_args: dict) -> dict[str, str]:

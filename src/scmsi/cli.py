@@ -111,7 +111,7 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._model import FUSIONS
+    from ._fusion import FUSIONS
 
     parser = argparse.ArgumentParser(prog="scmsi", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
