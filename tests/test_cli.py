@@ -2,8 +2,8 @@ from pathlib import Path
 
 import mudata
 
-from scmsi._synthetic import synthetic_cite
 from scmsi.cli import main
+from tests._synthetic import synthetic_cite
 
 
 def test_fit_writes_results_and_figure(tmp_path: Path, capsys):

@@ -11,7 +11,7 @@ from scvi import REGISTRY_KEYS
 from scvi.nn import FCLayers
 
 import scmsi
-from scmsi._synthetic import synthetic_cite
+from tests._synthetic import synthetic_cite
 
 from .conftest import FAST
 

@@ -150,36 +150,6 @@ def test_poisson_accessibility_needs_integer_counts():
         scmsi.SCMSI(m, n_anchors=20, accessibility_likelihood="poisson")
 
 
-def test_modality_weights_favour_the_modality_that_explains_all():
-    from scmsi._model import fuse_coefficients, modality_weights
-
-    rng = np.random.default_rng(0)
-    n = 50
-    err = rng.uniform(0.9, 1.1, (n, 2, 2))
-    err[:, 1, 0] *= 5  # modality 1's neighbours rebuild modality 0 badly
-    w = modality_weights(err)
-    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-6)
-    assert (w[:, 0] > w[:, 1]).all()
-    c = [rng.random((n, 7)), rng.random((n, 7))]
-    np.testing.assert_allclose(fuse_coefficients(c, weights=w).sum(1), 1.0, rtol=1e-5)
-
-
-def test_modality_weights_leave_out_missing_modalities():
-    from scmsi._model import modality_weights
-
-    rng = np.random.default_rng(0)
-    err = rng.uniform(0.9, 1.1, (60, 2, 2))
-    err[:, :, 0] = 1.0  # modality 0's scale is the same whichever cells it is taken over
-    lacks = np.arange(60) < 40  # most cells lack modality 1
-    err[lacks, 1, :] = np.nan
-    err[lacks, :, 1] = np.nan
-    w = modality_weights(err)
-    np.testing.assert_array_equal(w[lacks], [[1.0, 0.0]] * 40)
-    # The complete cells' weights are those of the complete cells alone: the scale of
-    # modality 1 comes from the cells that have it.
-    np.testing.assert_allclose(w[~lacks], modality_weights(err[~lacks]), rtol=1e-6)
-
-
 def test_adaptive_fusion_on_a_trained_model(trained):
     model, md = trained
     w = model.get_modality_weights()
@@ -191,18 +161,6 @@ def test_adaptive_fusion_on_a_trained_model(trained):
     np.testing.assert_array_equal(fused, model.get_coefficients(fusion="adaptive"))
     with pytest.raises(ValueError, match="fusion"):
         model.get_coefficients(fusion="max")
-
-
-def test_precision_weights_are_inverse_variances():
-    from scmsi._model import precision_weights
-
-    var = np.array([[1.0, 3.0], [2.0, 2.0], [0.5, np.inf], [np.inf, np.inf]])
-    w = precision_weights(var)
-    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(w[0], [0.75, 0.25], rtol=1e-6)  # 1/1 : 1/3
-    np.testing.assert_allclose(w[1], [0.5, 0.5], rtol=1e-6)
-    np.testing.assert_array_equal(w[2], [1.0, 0.0])  # inf: the cell lacks the modality
-    np.testing.assert_allclose(w[3], [0.5, 0.5])  # no modality: equal (unused) weights
 
 
 def test_precision_fusion_on_a_trained_model(trained):
@@ -228,7 +186,7 @@ def test_precision_fusion_on_a_trained_model(trained):
 
 def test_precision_weights_follow_the_data_of_each_cell():
     """A cell whose RNA is thinned to a few counts is less certain in RNA: its RNA weight drops."""
-    from scmsi._synthetic import synthetic_cite
+    from tests._synthetic import synthetic_cite
 
     data = synthetic_cite(n_cells=240, n_genes=80, n_proteins=8, n_types=3, seed=1)
     scmsi.SCMSI.setup_mudata(data, layers={"rna": "counts", "prot": "counts"})

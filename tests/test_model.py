@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import scmsi
-from scmsi._synthetic import synthetic_cite
+from tests._synthetic import synthetic_cite
 
 from .conftest import FAST
 

@@ -8,7 +8,7 @@ import torch
 from scipy.stats import spearmanr
 
 import scmsi
-from scmsi._synthetic import synthetic_cite
+from tests._synthetic import synthetic_cite
 
 N_REF, N_QUERY = 300, 100
 LAYERS = {"rna": "counts", "prot": "counts"}

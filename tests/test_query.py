@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import scmsi
-from scmsi._synthetic import synthetic_cite
+from tests._synthetic import synthetic_cite
 
 LAYERS = {"rna": "counts", "prot": "counts"}
 

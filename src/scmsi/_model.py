@@ -1200,10 +1200,11 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         **kwargs
             Passed to :meth:`scvi.model.base.ArchesMixin.load_query_data`.
         """
-        from scvi.model.base._archesmixin import _get_loaded_data
-
-        attr_dict, _, _, _ = _get_loaded_data(reference_model, device="cpu")
-        registry = attr_dict["registry_"]
+        registry = (
+            reference_model.registry
+            if isinstance(reference_model, BaseModelClass)
+            else BaseModelClass.load_registry(str(reference_model))
+        )
         prepared = prepare_query(adata, registry["setup_args"], _features_from_registry(registry))
         n_ref_batch = len(
             registry["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"][

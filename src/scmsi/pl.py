@@ -11,11 +11,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ._constants import LEIDEN_KEY, UMAP_KEY  # noqa: E402
+
 
 def umap(
     data,
-    color: Sequence[str] = ("scmsi_leiden",),
-    basis: str = "X_umap",
+    color: Sequence[str] = (LEIDEN_KEY,),
+    basis: str = UMAP_KEY,
     ax_size: float = 4.0,
     point_size: float | None = None,
 ) -> plt.Figure:
@@ -75,7 +77,7 @@ def protein_denoising(
     model,
     proteins: Sequence[str],
     modality: str | None = None,
-    basis: str = "X_umap",
+    basis: str = UMAP_KEY,
 ) -> plt.Figure:
     """Raw (log1p), denoised and foreground probability of proteins on the UMAP.
 

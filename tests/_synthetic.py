@@ -1,4 +1,5 @@
-"""Synthetic CITE-seq-like data with known cell types and batch effects."""
+"""Synthetic CITE-seq-like and Visium-like test data with known cell types (tests only: the
+user-facing generator is :func:`scmsi.datasets.synthetic_citeseq`)."""
 
 from __future__ import annotations
 
