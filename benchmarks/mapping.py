@@ -31,20 +31,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks._common import mean_sd
+from benchmarks._common import (
+    RESULTS,
+    atomic_text,
+    command_line,
+    dense,
+    load_npz,
+    machine_line,
+    mean_sd,
+    run_worker,
+    save_npz,
+    work_folder,
+    worker_env,
+)
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LABEL_KEY = "cell_type"
 QUERY_FRACTION = 0.3
 HIDDEN_FRACTIONS = (0.3, 0.5)
@@ -62,10 +69,7 @@ def _splits(n: int, seed: int, fraction: float) -> np.ndarray:
 
 
 def _counts(a) -> np.ndarray:
-    from scipy import sparse
-
-    x = a.layers["counts"] if "counts" in a.layers else a.X
-    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float64)
+    return dense(a.layers["counts"] if "counts" in a.layers else a.X, np.float64)
 
 
 def clr(x: np.ndarray) -> np.ndarray:
@@ -248,7 +252,7 @@ def _worker(job_json: str, h5mu: str, out: str, threads: int) -> None:
         res["time_s"] = time.perf_counter() - t0
     arrays = {k: np.asarray(v) for k, v in res.items()}
     arrays = {k: v.astype(str) if v.dtype == object else v for k, v in arrays.items()}
-    np.savez_compressed(out, **arrays)
+    save_npz(out, **arrays)
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -391,27 +395,22 @@ def _imputation_rows(mdata, results: dict, fraction: float, seed: int):
 def _run_job(job: dict, h5mu: Path, work: Path, threads: int) -> dict:
     name = "_".join(str(job[k]) for k in ("task", "method", "fraction", "seed") if k in job)
     out = work / f"{name}.npz"
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.mapping",
+        "_worker",
+        json.dumps(job),
+        str(h5mu),
+        str(out),
+        "--threads",
+        str(threads),
+    ]
+    t0 = time.perf_counter()
     if not out.exists():
-        cmd = [
-            sys.executable,
-            "-m",
-            "benchmarks.mapping",
-            "_worker",
-            json.dumps(job),
-            str(h5mu),
-            str(out),
-            "--threads",
-            str(threads),
-        ]
-        t0 = time.perf_counter()
-        root = Path(__file__).resolve().parents[1]
-        env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(threads))
-        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
-            raise SystemExit(f"{name} failed (exit {proc.returncode})")
+        run_worker(cmd, out, name, worker_env(threads))
         print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
-    return dict(np.load(out, allow_pickle=False))
+    return load_npz(out)
 
 
 def _summary(table: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
@@ -425,27 +424,17 @@ def _summary(table: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFram
 
 
 def _footer(args, n_cells: int) -> list[str]:
-    import scvi
-    import torch
-
-    import scmsi
-
     return [
         "",
         f"Cells: {n_cells}; seeds: {list(range(args.seeds))}; one process per training, "
         f"{args.threads} thread(s).",
         "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs; python "
-        f"{platform.python_version()}, scmsi {scmsi.__version__}, scvi-tools "
-        f"{scvi.__version__}, torch {torch.__version__}.",
+        machine_line(),
     ]
 
 
 def _write(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_text(path, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -457,9 +446,7 @@ def run(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(0)
         keep = np.sort(rng.choice(mdata.n_obs, size=min(400, mdata.n_obs), replace=False))
         mdata = mdata[keep].copy()
-    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="scmsi-map-"))
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"work folder: {work}", flush=True)
+    work = work_folder(args.work_dir, "scmsi-map-")
     h5mu = work / "data.h5mu"
     if not h5mu.exists():
         mdata.write_h5mu(h5mu)
@@ -467,7 +454,7 @@ def run(args: argparse.Namespace) -> int:
     tasks = args.tasks.split(",")
     name = f"{args.dataset}{'_smoke' if args.smoke else ''}"
     out_dir = Path(args.out) if args.out else RESULTS
-    cmd = "python -m benchmarks.mapping " + " ".join(sys.argv[1:])
+    cmd = command_line("benchmarks.mapping")
 
     if "mapping" in tasks:
         rows = []
