@@ -23,7 +23,7 @@ from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMix
 
 from . import _validation as val
 from ._anchors import default_n_anchors, select_anchors
-from ._backed import read_rows
+from ._backed import dense, read_rows
 from ._fusion import (
     N_WEIGHT_DRAWS,
     Fusion,
@@ -218,7 +218,9 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             anchor_cat_covs = None  # from the saved state
         else:
             anchor_names = np.asarray(self.adata.obs_names[anchor_idx])
-            anchor_data = {s.name: _dense(read_rows(data[s.name], anchor_idx)) for s in specs}
+            anchor_data = {
+                s.name: dense(read_rows(data[s.name], anchor_idx), np.float32) for s in specs
+            }
             anchor_batch = batch[anchor_idx]
             anchor_cat_covs = None if cat_covs is None else cat_covs[anchor_idx]
         self.anchor_indices_ = anchor_idx
@@ -1327,10 +1329,6 @@ def _features_from_registry(registry: dict) -> dict[str, np.ndarray]:
         state = registry["field_registries"][_registry_key(m)]["state_registry"]
         out[m] = np.asarray(state.get("column_names", state.get("columns", [])))
     return out
-
-
-def _dense(x) -> np.ndarray:
-    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
 
 
 def _check_modality(x, name: str, kind: str, obs_names) -> None:

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ._backed import dense  # noqa: E402
 from ._constants import LEIDEN_KEY, UMAP_KEY  # noqa: E402
 
 
@@ -89,7 +90,7 @@ def protein_denoising(
     fg = model.get_protein_foreground_probability(data, modality=prot)
     raw = data.mod[prot] if hasattr(data, "mod") else None
     raw_df = (
-        pd.DataFrame(_dense(raw.X), index=raw.obs_names, columns=raw.var_names)
+        pd.DataFrame(dense(raw.X), index=raw.obs_names, columns=raw.var_names)
         if raw is not None
         else denoised * np.nan
     )
@@ -112,10 +113,6 @@ def protein_denoising(
             fig.colorbar(sc, ax=ax, shrink=0.8)
     fig.tight_layout()
     return fig
-
-
-def _dense(x) -> np.ndarray:
-    return np.asarray(x.toarray() if hasattr(x, "toarray") else x)
 
 
 # ------------------------------------------------------------------------------- spatial
@@ -244,7 +241,7 @@ def domain_markers(
             .head(n_genes)["names"]
         )
     )
-    xm = _dense(tmp[:, genes].X)
+    xm = dense(tmp[:, genes].X)
     means = pd.DataFrame(xm, columns=genes).groupby(tmp.obs[groupby].to_numpy()).mean()
     means = means.loc[groups]
     z = (means - means.mean()) / means.std().replace(0, 1)
