@@ -4,6 +4,7 @@ user-facing generator is :func:`scmsi.datasets.synthetic_citeseq`)."""
 from __future__ import annotations
 
 import anndata as ad
+import mudata
 import numpy as np
 import pandas as pd
 from mudata import MuData
@@ -59,7 +60,8 @@ def synthetic_cite(
         )
         a.layers["counts"] = a.X.copy()
         mods[name] = a
-    mdata = MuData(mods)
+    with mudata.set_options(pull_on_update=False):  # obs is set below, not pulled from mods
+        mdata = MuData(mods)
     mdata.obs = obs.copy()
     return mdata
 

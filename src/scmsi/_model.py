@@ -46,6 +46,7 @@ from ._mosaic import (
     observed_mask,
     prepare_query,
 )
+from ._quiet import log_every_n_steps, quiet_lightning
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         super().__init__(adata)
         self.init_params_ = self._get_init_params(locals())
         self.seed = seed
-        scvi.settings.seed = seed
+        with quiet_lightning():  # no "Seed set to" line: the seed is the user's
+            scvi.settings.seed = seed
         specs = self._modality_specs()
         data = {s.name: self._registered(s.registry_key) for s in specs}
         batch = (
@@ -625,6 +627,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 yield tensors, inf, gen
 
     # ------------------------------------------------------------------ training
+    @quiet_lightning()
     def train(
         self,
         max_epochs: int | None = None,
@@ -675,6 +678,10 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         callbacks = list(kwargs.pop("callbacks", None) or []) + [_DecodeRebuiltAfter(n_pre)]
         if early_stopping:
             kwargs.setdefault("early_stopping_warmup_epochs", n_pre)
+        kwargs.setdefault(
+            "log_every_n_steps",
+            log_every_n_steps(self.adata.n_obs, batch_size, kwargs.get("train_size")),
+        )
         return super().train(
             max_epochs=max_epochs,
             batch_size=batch_size,
