@@ -116,6 +116,7 @@ def test_coefficient_pca_sparse_input():
     assert np.allclose(proj, emb_s, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_knn_transformer_large_data():
     """Approximate k-NN above 8,192 cells (scanpy's default fails there with pynndescent 0.7)."""
     import anndata as ad

@@ -37,6 +37,7 @@ def _rna_atac(n_cells=200, n_genes=60, n_peaks=300, n_types=3, seed=0, density=0
         return md.MuData(mods)
 
 
+@pytest.mark.slow
 def test_rna_atac_trains_and_separates_types():
     m = _rna_atac()
     scmsi.SCMSI.setup_mudata(m, modalities={"rna": "counts", "atac": "accessibility"})
@@ -54,6 +55,7 @@ def test_rna_atac_trains_and_separates_types():
     assert sparse.issparse(m["atac"].X)  # the user's matrix is not densified
 
 
+@pytest.mark.slow
 def test_trimodal_synthetic_iid():
     m = scvi.data.synthetic_iid(return_mudata=True)
     types = {"rna": "counts", "accessibility": "accessibility", "protein_expression": "protein"}
@@ -67,6 +69,7 @@ def test_trimodal_synthetic_iid():
     assert np.isfinite(model.history["elbo_train"].to_numpy(dtype=float)).all()
 
 
+@pytest.mark.slow
 def test_rna_plus_continuous_features():
     m = _rna_atac()
     rng = np.random.default_rng(1)
@@ -81,6 +84,7 @@ def test_rna_plus_continuous_features():
     assert model.get_normalized_expression(m2, modality="img").shape == (m2.n_obs, 8)
 
 
+@pytest.mark.slow
 def test_poisson_accessibility_on_fragment_counts():
     m = _rna_atac()
     frag = m["atac"].X.copy()
@@ -95,6 +99,7 @@ def test_poisson_accessibility_on_fragment_counts():
     np.testing.assert_allclose(share.sum(1), 1.0, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_large_sparse_peak_set_is_never_densified():
     """60k peaks x 600 cells: a dense float32 copy would take 144 MB; numpy never holds one."""
     m = _rna_atac(n_cells=600, n_genes=40, n_peaks=60_000, density=0.02)
@@ -150,6 +155,7 @@ def test_poisson_accessibility_needs_integer_counts():
         scmsi.SCMSI(m, n_anchors=20, accessibility_likelihood="poisson")
 
 
+@pytest.mark.slow
 def test_adaptive_fusion_on_a_trained_model(trained):
     model, md = trained
     w = model.get_modality_weights()
@@ -163,6 +169,7 @@ def test_adaptive_fusion_on_a_trained_model(trained):
         model.get_coefficients(fusion="max")
 
 
+@pytest.mark.slow
 def test_precision_fusion_on_a_trained_model(trained):
     model, md = trained
     w = model.get_modality_weights(method="precision")
@@ -184,6 +191,7 @@ def test_precision_fusion_on_a_trained_model(trained):
         model.get_modality_weights(method="max")
 
 
+@pytest.mark.slow
 def test_precision_weights_follow_the_data_of_each_cell():
     """A cell whose RNA is thinned to a few counts is less certain in RNA: its RNA weight drops."""
     from tests._synthetic import synthetic_cite

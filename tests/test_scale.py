@@ -57,6 +57,7 @@ def test_synthetic_citeseq_structure(big):
     assert _knn_accuracy(pcs, batches) > 0.7  # chance is 0.5
 
 
+@pytest.mark.slow
 def test_get_coefficients_top_k_equals_dense(trained):
     model, md = trained
     for fusion in ("mean", "adaptive"):
@@ -73,6 +74,7 @@ def test_get_coefficients_top_k_equals_dense(trained):
         model.get_coefficients(md, top_k=0)
 
 
+@pytest.mark.slow
 def test_iter_coefficients_matches_get_coefficients(trained):
     model, md = trained
     dense = model.get_coefficients(md, return_all=True)
@@ -83,6 +85,7 @@ def test_iter_coefficients_matches_get_coefficients(trained):
     assert np.allclose(np.concatenate([p["latent"]["rna"] for p in parts]), latents["rna"])
 
 
+@pytest.mark.slow
 def test_streamed_embedding_equals_dense_path(trained, monkeypatch):
     """Large-data path (exact streamed PCA, top-k storage) agrees with the dense path."""
     model, md = trained
@@ -160,6 +163,7 @@ def test_default_max_epochs():
     assert default_max_epochs(10_000_000) == 10
 
 
+@pytest.mark.slow
 def test_trainer_kwargs_reach_lightning(mdata):
     """accelerator / devices / strategy (multi-GPU settings) are Lightning Trainer arguments."""
     from lightning.pytorch.strategies import SingleDeviceStrategy
@@ -181,6 +185,7 @@ def test_trainer_kwargs_reach_lightning(mdata):
     assert model.trainer.num_training_batches == 2
 
 
+@pytest.mark.slow
 def test_backed_mudata_worked_example(tmp_path):
     """docs/scaling.md: train on a backed h5mu; or train on a subsample and map chunks."""
     import mudata as md

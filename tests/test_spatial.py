@@ -228,6 +228,7 @@ def test_to_mudata_keeps_spots_with_no_counts_in_the_hvgs():
     scmsi.SCMSI.setup_mudata(mdata, modalities={"rna": "counts"})  # passes validation
 
 
+@pytest.mark.slow
 def test_end_to_end_spatial_domains(tmp_path):
     syn = synthetic_visium(n_rows=16, n_cols=16, n_genes=60, n_domains=3, noise=0.8, seed=0)
     mdata, kinds = sp.to_mudata(syn, n_top_genes=None)

@@ -1,9 +1,11 @@
 import numpy as np
+import pytest
 import scanpy as sc
 
 import scmsi
 
 
+@pytest.mark.slow
 def test_embed_and_cluster_writes_scanpy_keys(trained):
     model, md = trained
     scmsi.tl.embed_and_cluster(md, model, n_clusters=3)
@@ -22,12 +24,14 @@ def test_embed_and_cluster_writes_scanpy_keys(trained):
     assert ad.obs["leiden"].nunique() >= 2
 
 
+@pytest.mark.slow
 def test_spectral_clustering_on_graph(trained):
     model, md = trained
     scmsi.tl.embed_and_cluster(md, model, n_clusters=3, cluster_method="spectral", umap=False)
     assert md.obs["scmsi_spectral"].nunique() == 3
 
 
+@pytest.mark.slow
 def test_adaptive_fusion_maps_a_cell_the_same_whatever_the_query(trained):
     """New cells are weighed on the reference's error scale, not their own query's."""
     model, md = trained
@@ -49,6 +53,7 @@ def test_adaptive_fusion_maps_a_cell_the_same_whatever_the_query(trained):
     np.testing.assert_allclose(whole.obsm["X_scmsi"], ref.obsm["X_scmsi"], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_precision_fusion_maps_new_cells_as_the_reference(trained):
     """map_query fuses new cells with the reference's fusion; weights need no reference scale."""
     model, md = trained
@@ -64,6 +69,7 @@ def test_precision_fusion_maps_new_cells_as_the_reference(trained):
     np.testing.assert_allclose(query.obsm["X_scmsi"], ref.obsm["X_scmsi"], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_key_added_keeps_the_first_run(trained):
     model, md = trained
     md = md.copy()
