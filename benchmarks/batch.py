@@ -77,10 +77,20 @@ AGGREGATES = ("Bio conservation", "Batch correction", "Total")
 
 
 # ------------------------------------------------------------------------------ data
+def _mudata(mods: dict, obs: pd.DataFrame, types: dict[str, str]):
+    """MuData of ``mods`` with the global ``obs`` given (not pulled from the modalities)."""
+    import mudata as md
+
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData(mods)
+    mdata.obs = obs
+    mdata.uns["modality_types"] = types
+    return mdata
+
+
 def build_dlpfc_pair(sections: tuple[str, str] = ("151674", "151675"), n_top_genes: int = 3000):
     """Two DLPFC sections as one MuData: ``rna`` (counts) + ``niche`` (continuous)."""
     import anndata as ad
-    import mudata as md
     import scanpy as sc
     from scipy import sparse
 
@@ -114,10 +124,7 @@ def build_dlpfc_pair(sections: tuple[str, str] = ("151674", "151675"), n_top_gen
         obs=obs.copy(),
         var=pd.DataFrame(index=[f"niche_pc{i + 1}" for i in range(niche.shape[1])]),
     )
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna, "niche": nic})
-    mdata.obs = obs
-    mdata.uns["modality_types"] = {"rna": "counts", "niche": "continuous"}
+    mdata = _mudata({"rna": rna, "niche": nic}, obs, {"rna": "counts", "niche": "continuous"})
     mdata.uns["description"] = (
         f"DLPFC {' + '.join(sections)} (batches); {len(genes)} shared genes -> "
         f"{rna.n_vars} HVGs (seurat_v3, per-section batch_key); niche = {N_PCS} PCs of the "
@@ -129,7 +136,6 @@ def build_dlpfc_pair(sections: tuple[str, str] = ("151674", "151675"), n_top_gen
 
 def build_eccite(n_top_genes: int = 2000):
     """ECCITE-seq PBMC: ``rna`` (HVG counts) + ``prot``; batch = hashtag; no labels."""
-    import mudata as md
     import scanpy as sc
 
     import scmsi
@@ -155,10 +161,7 @@ def build_eccite(n_top_genes: int = 2000):
     obs = pd.DataFrame({BATCH: pd.Categorical(src.obs["hashtag"].astype(str))}, index=src.obs_names)
     for a in (rna, prot):
         a.obs = obs.copy()
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna, "prot": prot})
-    mdata.obs = obs
-    mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}
+    mdata = _mudata({"rna": rna, "prot": prot}, obs, {"rna": "counts", "prot": "protein"})
     mdata.uns["description"] = (
         f"ECCITE-seq PBMC control, {mdata.n_obs} cells, batch = hashtag (4); RNA "
         f"{rna.n_vars} HVGs (seurat_v3, batch_key; of the genes in >= 3 cells of every batch), "

@@ -38,19 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks._common import (
-    RESULTS,
-    atomic_text,
-    command_line,
-    dense,
-    load_npz,
-    machine_line,
-    mean_sd,
-    run_worker,
-    save_npz,
-    work_folder,
-    worker_env,
-)
+from benchmarks import _common as common
 
 LABEL_KEY = "cell_type"
 QUERY_FRACTION = 0.3
@@ -69,7 +57,7 @@ def _splits(n: int, seed: int, fraction: float) -> np.ndarray:
 
 
 def _counts(a) -> np.ndarray:
-    return dense(a.layers["counts"] if "counts" in a.layers else a.X, np.float64)
+    return common.dense(a.layers["counts"] if "counts" in a.layers else a.X, np.float64)
 
 
 def clr(x: np.ndarray) -> np.ndarray:
@@ -252,7 +240,7 @@ def _worker(job_json: str, h5mu: str, out: str, threads: int) -> None:
         res["time_s"] = time.perf_counter() - t0
     arrays = {k: np.asarray(v) for k, v in res.items()}
     arrays = {k: v.astype(str) if v.dtype == object else v for k, v in arrays.items()}
-    save_npz(out, **arrays)
+    common.save_npz(out, **arrays)
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -408,9 +396,9 @@ def _run_job(job: dict, h5mu: Path, work: Path, threads: int) -> dict:
     ]
     t0 = time.perf_counter()
     if not out.exists():
-        run_worker(cmd, out, name, worker_env(threads))
+        common.run_worker(cmd, out, name, common.worker_env(threads))
         print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
-    return load_npz(out)
+    return common.load_npz(out)
 
 
 def _summary(table: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
@@ -418,7 +406,10 @@ def _summary(table: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFram
     for key, g in table.groupby(by, sort=False):
         key = key if isinstance(key, tuple) else (key,)
         out.append(
-            {**dict(zip(by, key, strict=True)), **{c: mean_sd(g[c], "n/a") for c in cols if c in g}}
+            {
+                **dict(zip(by, key, strict=True)),
+                **{c: common.mean_sd(g[c], "n/a") for c in cols if c in g},
+            }
         )
     return pd.DataFrame(out)
 
@@ -429,12 +420,12 @@ def _footer(args, n_cells: int) -> list[str]:
         f"Cells: {n_cells}; seeds: {list(range(args.seeds))}; one process per training, "
         f"{args.threads} thread(s).",
         "",
-        machine_line(),
+        common.machine_line(),
     ]
 
 
 def _write(path: Path, lines: list[str]) -> None:
-    atomic_text(path, "\n".join(lines) + "\n")
+    common.atomic_text(path, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -446,15 +437,15 @@ def run(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(0)
         keep = np.sort(rng.choice(mdata.n_obs, size=min(400, mdata.n_obs), replace=False))
         mdata = mdata[keep].copy()
-    work = work_folder(args.work_dir, "scmsi-map-")
+    work = common.work_folder(args.work_dir, "scmsi-map-")
     h5mu = work / "data.h5mu"
     if not h5mu.exists():
         mdata.write_h5mu(h5mu)
     max_epochs = 20 if args.smoke else None
     tasks = args.tasks.split(",")
     name = f"{args.dataset}{'_smoke' if args.smoke else ''}"
-    out_dir = Path(args.out) if args.out else RESULTS
-    cmd = command_line("benchmarks.mapping")
+    out_dir = Path(args.out) if args.out else common.RESULTS
+    cmd = common.command_line("benchmarks.mapping")
 
     if "mapping" in tasks:
         rows = []

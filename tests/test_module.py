@@ -9,16 +9,21 @@ from scmsi._module import ModalitySpec, SCMSIModule
 N_ANCHORS, N_GENES, N_PROT = 12, 20, 5
 
 
+def _cells(n: int, seed: int) -> dict[str, np.ndarray]:
+    """RNA counts (no empty cell) and protein counts of ``n`` cells."""
+    rng = np.random.default_rng(seed)
+    return {
+        "rna": rng.poisson(3.0, (n, N_GENES)).astype(np.float32) + 1,
+        "prot": rng.poisson(20.0, (n, N_PROT)).astype(np.float32),
+    }
+
+
 def _module(**kwargs):
-    rng = np.random.default_rng(0)
     specs = [
         ModalitySpec("rna", "counts", N_GENES, "x_rna"),
         ModalitySpec("prot", "protein", N_PROT, "x_prot"),
     ]
-    anchors = {
-        "rna": rng.poisson(3.0, (N_ANCHORS, N_GENES)).astype(np.float32) + 1,
-        "prot": rng.poisson(20.0, (N_ANCHORS, N_PROT)).astype(np.float32),
-    }
+    anchors = _cells(N_ANCHORS, seed=0)
     torch.manual_seed(0)
     module = SCMSIModule(specs, anchors, np.zeros(N_ANCHORS, int), n_latent=4, n_hidden=16,
                          n_embed=8, **kwargs)  # fmt: skip
@@ -36,11 +41,7 @@ def _tensors(xs, mask=None):
 
 def test_shapes_and_rebuilt_latent():
     module, anchors = _module()
-    rng = np.random.default_rng(1)
-    xs = {
-        "rna": rng.poisson(3.0, (7, N_GENES)).astype(np.float32) + 1,
-        "prot": rng.poisson(20.0, (7, N_PROT)).astype(np.float32),
-    }
+    xs = _cells(7, seed=1)
     module.eval()
     inf, gen = module.forward(_tensors(xs), compute_loss=False)
     for m in ("rna", "prot"):
@@ -63,11 +64,7 @@ def test_an_anchor_does_not_express_itself():
 
 def test_a_missing_modality_is_rebuilt_and_costs_nothing():
     module, _ = _module()
-    rng = np.random.default_rng(2)
-    xs = {
-        "rna": rng.poisson(3.0, (6, N_GENES)).astype(np.float32) + 1,
-        "prot": rng.poisson(20.0, (6, N_PROT)).astype(np.float32),
-    }
+    xs = _cells(6, seed=2)
     has = np.array([1, 1, 1, 0, 0, 0])
     module.eval()
     inf, _, loss = module.forward(_tensors(xs, has))

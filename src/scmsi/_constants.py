@@ -20,7 +20,7 @@ second run with another prefix does not overwrite the first:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 KEY = "scmsi"
 """Default prefix of the keys scmsi writes."""
@@ -30,6 +30,8 @@ PCA_KEY = f"{KEY}_pca"
 WEIGHTS_KEY = f"{KEY}_modality_weights"
 LEIDEN_KEY = f"{KEY}_leiden"
 KMEANS_KEY = f"{KEY}_kmeans"
+DOMAIN_KEY = f"{KEY}_domain"
+"""``obs`` key of :func:`scmsi.tl.spatial_domains` (``uns[f"{DOMAIN_KEY}_markers"]``: markers)."""
 UMAP_KEY = "X_umap"  # scanpy's key, so scanpy's and muon's plots find it
 HAS_PREFIX = f"{KEY}_has_"
 """``obs[f"{HAS_PREFIX}<m>"]``: which cells of a mosaic MuData have modality ``m``."""
@@ -44,41 +46,34 @@ class OutputKeys:
     """The keys of one :func:`scmsi.tl.embed_and_cluster` run with prefix ``key``."""
 
     key: str = KEY
+    embedding: str = field(init=False)  # obsm
+    pca: str = field(init=False)  # uns
+    coef: str = field(init=False)  # obsm
+    weights: str = field(init=False)  # obsm
+    connectivities: str = field(init=False)  # obsp
+    distances: str = field(init=False)  # obsp
+    leiden: str = field(init=False)  # obs and uns
+    umap: str = field(init=False)  # obsm
 
-    @property
-    def embedding(self) -> str:
-        return f"X_{self.key}"
-
-    @property
-    def pca(self) -> str:
-        return f"{self.key}_pca"
-
-    @property
-    def coef(self) -> str:
-        return f"{self.key}_coef"
-
-    @property
-    def weights(self) -> str:
-        return f"{self.key}_modality_weights"
-
-    @property
-    def connectivities(self) -> str:
-        return f"{self.key}_connectivities"
-
-    @property
-    def distances(self) -> str:
-        return f"{self.key}_distances"
-
-    @property
-    def leiden(self) -> str:
-        return f"{self.key}_leiden"
-
-    @property
-    def umap(self) -> str:
-        return UMAP_KEY if self.key == KEY else f"X_{self.key}_umap"
+    def __post_init__(self) -> None:
+        k = self.key
+        names = {
+            "embedding": f"X_{k}",
+            "pca": f"{k}_pca",
+            "coef": f"{k}_coef",
+            "weights": f"{k}_modality_weights",
+            "connectivities": f"{k}_connectivities",
+            "distances": f"{k}_distances",
+            "leiden": f"{k}_leiden",
+            "umap": UMAP_KEY if k == KEY else f"X_{k}_umap",
+        }
+        for name, value in names.items():
+            object.__setattr__(self, name, value)  # frozen: set once, here
 
     def latent(self, modality: str) -> str:
+        """obsm key of one modality's latent."""
         return f"X_{self.key}_{modality}"
 
     def clusters(self, method: str) -> str:
+        """obs key of the ``n_clusters`` clusters of ``method`` (kmeans, spectral)."""
         return f"{self.key}_{method}"

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ._backed import dense  # noqa: E402
-from ._constants import LEIDEN_KEY, UMAP_KEY  # noqa: E402
+from ._constants import DOMAIN_KEY, LEIDEN_KEY, UMAP_KEY  # noqa: E402
 
 
 def umap(
@@ -118,7 +118,7 @@ def protein_denoising(
 # ------------------------------------------------------------------------------- spatial
 def spatial_domains(
     data,
-    color: Sequence[str] = ("scmsi_domain",),
+    color: Sequence[str] = (DOMAIN_KEY,),
     library_id: str | None = None,
     img_key: str | None = None,
     image: bool = True,
@@ -206,7 +206,7 @@ def spatial_domains(
 
 def domain_markers(
     adata,
-    groupby: str = "scmsi_domain",
+    groupby: str = DOMAIN_KEY,
     n_genes: int = 3,
     layer: str | None = None,
     gene_symbols: str | None = None,
@@ -232,7 +232,7 @@ def domain_markers(
     tmp.var_names_make_unique()
     sc.tl.rank_genes_groups(tmp, groupby, method="wilcoxon", n_genes=n_genes)
     table = sc.get.rank_genes_groups_df(tmp, group=None)
-    adata.uns["scmsi_domain_markers"] = table
+    adata.uns[f"{DOMAIN_KEY}_markers"] = table
     groups = list(tmp.obs[groupby].cat.categories)
     genes = list(
         dict.fromkeys(
