@@ -13,6 +13,8 @@ from scmsi._fusion import (
     check_fusion,
     fuse_coefficients,
     fusion_scale,
+    modality_weights,
+    precision_weights,
     top_k_sparse,
 )
 
@@ -72,7 +74,6 @@ def test_fuse_coefficients_averages_only_observed_modalities():
 
 
 def test_modality_weights_favour_the_modality_that_explains_all():
-    from scmsi._model import fuse_coefficients, modality_weights
 
     rng = np.random.default_rng(0)
     n = 50
@@ -86,7 +87,6 @@ def test_modality_weights_favour_the_modality_that_explains_all():
 
 
 def test_modality_weights_leave_out_missing_modalities():
-    from scmsi._model import modality_weights
 
     rng = np.random.default_rng(0)
     err = rng.uniform(0.9, 1.1, (60, 2, 2))
@@ -102,7 +102,6 @@ def test_modality_weights_leave_out_missing_modalities():
 
 
 def test_precision_weights_are_inverse_variances():
-    from scmsi._model import precision_weights
 
     var = np.array([[1.0, 3.0], [2.0, 2.0], [0.5, np.inf], [np.inf, np.inf]])
     w = precision_weights(var)

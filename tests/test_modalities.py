@@ -182,7 +182,7 @@ def test_precision_fusion_on_a_trained_model(trained):
     np.testing.assert_array_equal(fused, model.get_coefficients(fusion="precision"))
     np.testing.assert_allclose(fused.sum(1), 1.0, rtol=1e-4)
     # The fused rows are the weighted means of the normalised per-modality rows.
-    from scmsi._model import fuse_coefficients
+    from scmsi._fusion import fuse_coefficients
 
     coefs = model.get_coefficients(return_all=True)
     expected = fuse_coefficients([coefs["rna"], coefs["prot"]], weights=w.to_numpy())

@@ -11,8 +11,9 @@ from sklearn.neighbors import KNeighborsClassifier
 
 import scmsi
 from scmsi import _anchors, _validation
+from scmsi._fusion import top_k_sparse
 from scmsi._likelihoods import protein_background_prior
-from scmsi._model import default_max_epochs, top_k_sparse
+from scmsi._model import default_max_epochs
 from tests._synthetic import synthetic_cite
 
 
