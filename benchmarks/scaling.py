@@ -190,9 +190,15 @@ def work_scmsi_train(args) -> dict:
     return {"times": clock.times, "rss": clock.rss, "n_anchors": model.module.n_anchors, **est}
 
 
+def _totalvi_max_epochs(n_obs: int) -> int:
+    """totalVI's default ``max_epochs``: scvi-tools' heuristic (a private function there,
+    ``get_max_epochs_heuristic``): 400 up to 20,000 cells, then ``20000 / N * 400``, at least 1.
+    """
+    return max(1, min(round(20_000 / n_obs * 400), 400))
+
+
 def work_totalvi_train(args) -> dict:
     import scvi
-    from scvi.model._utils import get_max_epochs_heuristic
 
     clock = _Clock()
     mdata = _read(args.h5mu, clock)
@@ -210,7 +216,7 @@ def work_totalvi_train(args) -> dict:
     timer = _step_timer()
     with clock("train_timed_steps"):
         model.train(**_train_kwargs(args, timer))
-    est = _epoch_estimate(model, timer, get_max_epochs_heuristic(mdata.n_obs))
+    est = _epoch_estimate(model, timer, _totalvi_max_epochs(mdata.n_obs))
     return {"times": clock.times, "rss": clock.rss, **est}
 
 
