@@ -123,3 +123,13 @@ def test_top_k_sparse_keeps_each_rows_largest():
         assert np.allclose(np.sort(row[row > 0])[::-1], expected[expected > 0])
         assert np.array_equal(row[row > 0], dense[i][row > 0])
     assert (top_k_sparse(dense, 30).toarray() == dense).all()
+
+
+def test_weight_methods_are_the_weighted_fusions():
+    from scmsi._fusion import WeightMethod, check_weight_method
+
+    assert set(get_args(WeightMethod)) == set(FUSIONS) - {"mean"}
+    for m in get_args(WeightMethod):
+        check_weight_method(m)
+    with pytest.raises(ValueError, match="method must be 'adaptive' or 'precision', got 'mean'"):
+        check_weight_method("mean")

@@ -28,6 +28,16 @@ def check_fusion(fusion, allow_none: bool = False) -> None:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
 
 
+WeightMethod = Literal["adaptive", "precision"]
+"""The fusions whose per-cell modality weights :meth:`scmsi.SCMSI.get_modality_weights` gives."""
+
+
+def check_weight_method(method) -> None:
+    """Raise a ValueError that names the fusions with per-cell weights."""
+    if method not in get_args(WeightMethod):
+        raise ValueError(f"method must be 'adaptive' or 'precision', got {method!r}.")
+
+
 def fusion_scale(
     model,
     data,

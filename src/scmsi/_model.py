@@ -15,7 +15,6 @@ import contextvars
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -35,8 +34,10 @@ from ._backed import dense, read_rows
 from ._fusion import (
     N_WEIGHT_DRAWS,
     Fusion,
+    WeightMethod,
     _cross_rebuild_errors,
     check_fusion,
+    check_weight_method,
     error_scale,
     fuse_coefficients,
     fusion_scale,
@@ -899,7 +900,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         scale: np.ndarray | None = None,
-        method: Literal["adaptive", "precision"] = "adaptive",
+        method: WeightMethod = "adaptive",
     ) -> pd.DataFrame:
         """Per-cell modality weights of a fusion, cells x modalities (rows sum to 1).
 
@@ -926,8 +927,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         (``df.attrs["scale"]`` of its weights) for new cells, so that a cell's weights do not
         depend on which other cells are in the query.
         """
-        if method not in ("adaptive", "precision"):
-            raise ValueError(f"method must be 'adaptive' or 'precision', got {method!r}.")
+        check_weight_method(method)
         names = self.modality_names
         gen = self._draw_generator()
         with self._registered_data(adata) as adata_v:
