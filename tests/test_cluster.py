@@ -15,6 +15,7 @@ def test_tl_keeps_the_public_names():
             if getattr(_cluster, name).__module__ == "scmsi._cluster":
                 assert getattr(scmsi.tl, name) is getattr(_cluster, name), name
     assert scmsi.tl.spatial_domains is scmsi.spatial.spatial_domains
+    assert {"spatial_domains", "smooth", "refine_domains", "leiden"} <= set(dir(scmsi.tl))
     with pytest.raises(AttributeError, match="no attribute"):
         scmsi.tl.not_a_tool  # noqa: B018
 

@@ -304,6 +304,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SPATIAL])
+
+
 __all__ = [
     "AUTO_TOP_K",
     "DENSE_MAX_ENTRIES",
