@@ -4,7 +4,7 @@ import pytest
 import scvi
 import torch
 
-from scmsi._synthetic import synthetic_cite
+from tests._synthetic import synthetic_cite
 
 scvi.settings.verbosity = 30
 _THREADS = int(os.environ.get("SCMSI_TEST_THREADS", "2"))

@@ -6,11 +6,14 @@ folder given as the first argument.
 
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
 import scmsi
-from scmsi._synthetic import synthetic_cite
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
+from tests._synthetic import synthetic_cite  # noqa: E402
 
 out = sys.argv[1]
 world = int(os.environ.get("WORLD_SIZE", "1"))

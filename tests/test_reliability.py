@@ -18,8 +18,8 @@ from mudata import MuData
 from scipy import sparse
 
 import scmsi
-from scmsi._synthetic import synthetic_cite, synthetic_visium
 from scmsi.cli import main
+from tests._synthetic import synthetic_cite, synthetic_visium
 
 TINY = {"n_anchors": 12, "n_hidden": 16, "n_embed": 8, "n_latent": 4}
 QUICK = {"enable_progress_bar": False, "early_stopping": False}

@@ -4,7 +4,7 @@ from lightning.pytorch.callbacks import Callback
 
 import scmsi
 from scmsi._settings import Settings, available_cores
-from scmsi._synthetic import synthetic_cite
+from tests._synthetic import synthetic_cite
 
 from .conftest import FAST
 

@@ -24,16 +24,16 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
 _SUBMODULES = ("datasets", "pl", "pp", "spatial", "tl")
-_FROM_MODEL = ("FUSIONS", "SCMSI")
+_HOMES = {"FUSIONS": "._fusion", "SCMSI": "._model"}
 
-__all__ = [*_FROM_MODEL, *_SUBMODULES, "settings", "__version__"]
+__all__ = [*_HOMES, *_SUBMODULES, "settings", "__version__"]
 
 
 def __getattr__(name: str):
     if name in _SUBMODULES:
         value = import_module(f".{name}", __name__)
-    elif name in _FROM_MODEL:
-        value = getattr(import_module("._model", __name__), name)
+    elif name in _HOMES:
+        value = getattr(import_module(_HOMES[name], __name__), name)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value  # later accesses skip __getattr__

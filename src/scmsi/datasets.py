@@ -18,6 +18,7 @@ import pooch
 import scanpy as sc
 from scipy import sparse
 
+from ._constants import MODALITY_TYPES_KEY
 from ._simulate import synthetic_citeseq
 
 __all__ = [
@@ -233,7 +234,7 @@ def inhouse_pbmc(preprocess: bool = True, n_top_genes: int = 2000) -> md.MuData:
     with md.set_options(pull_on_update=False):
         mdata = md.MuData({"rna": rna, "prot": prot})
     mdata.obs["cell_type"] = pd.Categorical(cell_type)
-    mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}
+    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "counts", "prot": "protein"}
     return mdata
 
 
@@ -331,7 +332,7 @@ def snare_seq(n_top_genes: int | None = 2000, min_cells: int = 3) -> md.MuData:
     with md.set_options(pull_on_update=False):
         mdata = md.MuData({"rna": rna, "atac": atac})
     mdata.obs["cell_type"] = pd.Categorical(cell_type)
-    mdata.uns["modality_types"] = {"rna": "counts", "atac": "continuous"}
+    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "counts", "atac": "continuous"}
     return mdata
 
 
@@ -445,7 +446,7 @@ def scicar_a549(min_peak_fraction: float = 0.01) -> md.MuData:
         mdata = md.MuData({"rna": rna, "atac": atac})
     mdata.obs["cell_type"] = pd.Categorical(cell_type)
     mdata.obs["time"] = hours
-    mdata.uns["modality_types"] = {"rna": "continuous", "atac": "accessibility"}
+    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "continuous", "atac": "accessibility"}
     return mdata
 
 
@@ -524,7 +525,7 @@ def eccite_pbmc() -> md.MuData:
     with md.set_options(pull_on_update=False):
         mdata = md.MuData(mods)
     mdata.obs["hashtag"] = hashtag
-    mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}
+    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "counts", "prot": "protein"}
     return mdata
 
 

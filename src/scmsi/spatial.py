@@ -726,8 +726,8 @@ def spatial_domains(
     """
     from sklearn.decomposition import PCA
 
-    from ._model import check_fusion
-    from .tl import anchor_spectral_embedding, cluster, leiden_auto
+    from ._cluster import anchor_spectral_embedding, cluster, leiden_auto
+    from ._fusion import check_fusion
 
     check_fusion(fusion)
     if embedding is None:
@@ -755,7 +755,7 @@ def spatial_domains(
                 dropped,
                 used,
             )
-        from ._model import fuse_coefficients
+        from ._fusion import fuse_coefficients
 
         weights = None
         if fusion != "mean":  # a one-modality model has no weights: 1, written all the same
