@@ -145,6 +145,8 @@ def _worker(args: argparse.Namespace) -> None:
         elif args.method in ("pca", "pca_smooth", "image_kmeans", "image_smooth"):
             from sklearn.decomposition import PCA
 
+            from scmsi.spatial.input import _standardise
+
             graph = sp.spatial_graph(adata.obsm["spatial"], shape_n)
             if args.method.startswith("pca"):
                 import scanpy as sc
@@ -155,7 +157,7 @@ def _worker(args: argparse.Namespace) -> None:
                 x = lognormalize(mdata["rna"].X)
                 emb = sc.pp.pca(x, n_comps=30, random_state=args.seed)
             else:
-                emb = sp._standardise(sp.image_features(adata))
+                emb = _standardise(sp.image_features(adata))
                 emb = PCA(min(30, emb.shape[1]), random_state=args.seed).fit_transform(emb)
             smooth = args.method.endswith("smooth")
             if smooth:

@@ -6,6 +6,7 @@ from sklearn.metrics import adjusted_rand_score
 
 import scmsi
 from scmsi import spatial as sp
+from scmsi.spatial.input import _standardise as standardise
 
 
 def _load(fn, *args):
@@ -48,7 +49,7 @@ def test_breast_cancer_image_only_domains_beat_random():
     a = _load(scmsi.datasets.breast_cancer_visium)
     assert a.shape == (3798, 0) and a.obs["domain"].nunique() == 20
     sp.image_features(a)
-    a.obsm["X_image_std"] = sp._standardise(a.obsm["X_image"])
+    a.obsm["X_image_std"] = standardise(a.obsm["X_image"])
     labels = scmsi.tl.spatial_domains(a, use_rep="X_image_std", n_domains=20, refine=True)
     truth = a.obs["domain"].to_numpy()
     ari = adjusted_rand_score(truth, labels)
