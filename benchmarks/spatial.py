@@ -50,11 +50,16 @@ SECTIONS = {
 DEFAULT_METHODS = {
     "dlpfc": ["scmsi", "spagcn", "pca", "pca_smooth"],
     "her2st": ["scmsi", "spagcn", "pca", "pca_smooth"],
-    "breast_cancer_visium": ["scmsi", "image_kmeans", "image_smooth"],
+    "breast_cancer_visium": ["scmsi", "image_pca", "image_smooth"],
 }
+# SpaGCN and the other peers pin packages that clash with ours: each has its own environment
 DEFAULT_SPAGCN_PYTHON = os.environ.get(
-    "SCMSI_SPAGCN_PYTHON", str(ROOT.parent / "venv_spagcn" / "bin" / "python")
+    "SCMSI_SPAGCN_PYTHON", str(ROOT.parent / "venv-spagcn" / "bin" / "python")
 )
+DEFAULT_PEERS_PYTHON = os.environ.get(
+    "SCMSI_PEERS_PYTHON", str(ROOT.parent / "venv-peers" / "bin" / "python")
+)
+PEERS = ("banksy", "graphst", "stagate")
 
 
 # ------------------------------------------------------------------------------ data
@@ -91,6 +96,60 @@ def _save_paletted(fig, path: Path, dpi: int = 100) -> None:
 
 
 # ------------------------------------------------------------------------------ workers
+# scMSI runs: the package defaults, and ablations that each train their own model.
+# {method: (to_mudata options, SCMSI options)}
+SCMSI_VARIANTS: dict[str, tuple[dict, dict]] = {
+    "scmsi": ({}, {}),
+    "scmsi_no_graph_encoder": ({"graph_encoder": False}, {}),
+    "scmsi_no_image": ({"image": False}, {}),
+    "scmsi_no_niche": ({"niche": False}, {}),
+    "scmsi_paper": ({}, {"preset": "paper"}),
+    # the v0.1 spatial model: no graph encoder, k-means on the smoothed coefficients
+    "scmsi_v0.1": ({"graph_encoder": False}, {}),
+}
+PCA_DIMS = 20  # every embedding -> at most this many PCs -> the same tied mixture
+
+
+def cluster_embedding(emb: np.ndarray, k: int, graph, seed: int) -> np.ndarray:
+    """The one clustering every embedding gets here: PCA to at most 20 dimensions, the tied
+    Gaussian mixture (``scmsi.spatial.tied_gmm``, mclust EEE) into k domains, majority-vote
+    refinement over the spatial graph (``scmsi.spatial.refine_domains``)."""
+    from sklearn.decomposition import PCA
+
+    from scmsi import spatial as sp
+
+    emb = np.asarray(emb, dtype=np.float32)
+    if emb.shape[1] > PCA_DIMS:
+        emb = PCA(PCA_DIMS, random_state=seed).fit_transform(emb)
+    return sp.refine_domains(sp.tied_gmm(emb, k, seed)[0].astype(str), graph)
+
+
+def _scmsi(args, adata, k: int, shape_n: int, out: dict) -> tuple[np.ndarray, str]:
+    import scmsi
+
+    data_kw, model_kw = SCMSI_VARIANTS[args.method]
+    mdata, kinds = scmsi.spatial.to_mudata(adata, n_neighs=shape_n, **data_kw)
+    scmsi.SCMSI.setup_mudata(mdata, modalities=kinds)
+    model = scmsi.SCMSI(mdata, seed=args.seed, **model_kw)
+    model.train(max_epochs=args.epochs, enable_progress_bar=False)
+    n_epochs = len(model.history["elbo_train"])
+    out["train_s"] = time.perf_counter() - out["t0"]
+    dom_kw = {"method": "kmeans"} if args.method == "scmsi_v0.1" else {}
+    labels = scmsi.tl.spatial_domains(mdata, model, n_domains=k, seed=args.seed, **dom_kw)
+    params = mdata.uns["scmsi_domain"]["params"]
+    out["embedding"] = mdata.obsm["X_scmsi_domain"]
+    out["modalities_used"] = np.asarray(params["modalities"], dtype=str)
+    auto = scmsi.tl.spatial_domains(mdata, model, seed=args.seed, key_added="auto", **dom_kw)
+    out["labels_auto"] = np.asarray(auto).astype(str)
+    context = mdata.uns.get("scmsi_context_layers", {})
+    notes = (
+        f"to_mudata({data_kw}), SCMSI({model_kw}): modalities {kinds}, graph-aware encoder "
+        f"on {list(context)}; {model.module.n_anchors} anchors; {n_epochs} epochs; "
+        f"spatial_domains defaults{' but k-means' if dom_kw else ''} ({params})"
+    )
+    return labels, notes
+
+
 def _worker(args: argparse.Namespace) -> None:
     """One (section, method, seed): read the section, cluster, save labels as npz."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -98,7 +157,6 @@ def _worker(args: argparse.Namespace) -> None:
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
-    import scmsi
     from scmsi import spatial as sp
 
     adata = load_section(args.dataset, args.section)
@@ -106,54 +164,22 @@ def _worker(args: argparse.Namespace) -> None:
     k = len(np.unique(lab[ok]))
     has_genes = adata.n_vars > 0
     shape_n = 4 if args.dataset == "her2st" else 6
-    out: dict = {}
-    t0 = time.perf_counter()
+    graph = sp.spatial_graph(adata.obsm["spatial"], shape_n)
+    out: dict = {"t0": time.perf_counter()}
     with threadpool_limits(limits=1):
-        if args.method == "scmsi":
-            mdata, kinds = sp.to_mudata(adata, n_neighs=shape_n)
-            scmsi.SCMSI.setup_mudata(mdata, modalities=kinds)
-            model = scmsi.SCMSI(mdata, seed=args.seed)
-            model.train(max_epochs=args.epochs, enable_progress_bar=False)
-            n_epochs = len(model.history["elbo_train"])
-            labels = scmsi.tl.spatial_domains(
-                mdata, model, n_domains=k, refine=True, seed=args.seed
-            )
-            auto = scmsi.tl.spatial_domains(
-                mdata, model, refine=True, seed=args.seed, key_added="auto"
-            )
-            out["labels_auto"] = np.asarray(auto).astype(str)
-            out["embedding"] = mdata.obsm["X_scmsi_spatial"]
-            notes = (
-                f"modalities {kinds}; {model.module.n_anchors} anchors; {n_epochs} epochs; "
-                f"spatial_domains defaults ({mdata.uns['scmsi_domain']['params']})"
-            )
-            # ablations: the same model, one spatial_domains option changed
-            ablations = {"embedding=pca": {"embedding": "pca"}}
-            if len(model.modality_names) > 1:
-                ablations["fusion=adaptive"] = {"fusion": "adaptive"}
-            for i, kw in enumerate(ablations.values()):
-                abl = scmsi.tl.spatial_domains(
-                    mdata, model, n_domains=k, refine=True, seed=args.seed, key_added="abl", **kw
-                )
-                out[f"ablation_{i}"] = np.asarray(abl).astype(str)
-                if "fusion" in kw:
-                    w = mdata.obsm["scmsi_modality_weights"].mean(0)
-                    used = mdata.uns["abl"]["params"]["modalities"]
-                    w = {m: round(float(v), 2) for m, v in zip(used, w, strict=True)}
-                    notes += f"; mean {kw['fusion']}-fusion weights {w}"
-            out["ablation_names"] = np.asarray(list(ablations), dtype=str)
-        elif args.method in ("pca", "pca_smooth", "image_kmeans", "image_smooth"):
+        if args.method in SCMSI_VARIANTS:
+            labels, notes = _scmsi(args, adata, k, shape_n, out)
+        elif args.method in ("pca", "pca_smooth", "image_pca", "image_smooth"):
             from sklearn.decomposition import PCA
 
             from scmsi.spatial.input import _standardise
 
-            graph = sp.spatial_graph(adata.obsm["spatial"], shape_n)
             if args.method.startswith("pca"):
                 import scanpy as sc
 
                 from scmsi._anchors import lognormalize
 
-                mdata, _ = sp.to_mudata(adata, image=False, niche=False)
+                mdata, _ = sp.to_mudata(adata, image=False, niche=False, graph_encoder=False)
                 x = lognormalize(mdata["rna"].X)
                 emb = sc.pp.pca(x, n_comps=30, random_state=args.seed)
             else:
@@ -162,13 +188,12 @@ def _worker(args: argparse.Namespace) -> None:
             smooth = args.method.endswith("smooth")
             if smooth:
                 emb = sp.smooth(emb, graph)  # package defaults
-            labels = np.asarray(scmsi.tl.cluster(emb, k, "kmeans", args.seed))
-            if smooth:
-                labels = sp.refine_domains(labels, graph)
+            labels = cluster_embedding(emb, k, graph, args.seed)
             out["embedding"] = emb
-            notes = f"{'smoothed + refined, ' if smooth else ''}k-means (k={k})"
+            notes = f"30 PCs{', smoothed (alpha 0.5, 3 rounds)' if smooth else ''}"
         else:
             raise SystemExit(f"unknown method {args.method!r}")
+    t0 = out.pop("t0")
     out.update(
         labels=np.asarray(labels).astype(str),
         time_s=time.perf_counter() - t0,
@@ -215,6 +240,8 @@ def _spagcn_input(adata, k: int, dataset: str, work: Path, section: str) -> tupl
 def run(args: argparse.Namespace) -> int:
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+    import scmsi
+
     dataset = args.dataset
     sections = args.sections.split(",") if args.sections else SECTIONS[dataset]
     methods = args.methods.split(",") if args.methods else DEFAULT_METHODS[dataset]
@@ -222,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     print(f"work folder: {work}", flush=True)
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    shape_n = 4 if dataset == "her2st" else 6
     rows, examples = [], {}
     for section in sections:
         adata = load_section(dataset, section)
@@ -235,6 +263,11 @@ def run(args: argparse.Namespace) -> int:
                     cmd = [args.spagcn_python, str(ROOT / "benchmarks" / "spatial_spagcn.py")]
                     cmd += [str(h5ad), str(seed), str(out)]
                     cmd += ["--histology"] if has_image and not args.no_histology else []
+                elif method in PEERS:
+                    h5ad, _ = _spagcn_input(adata, k, dataset, work, section)
+                    cmd = [args.peers_python, str(ROOT / "benchmarks" / "spatial_peers.py")]
+                    cmd += [method, str(h5ad), str(seed), str(out)]
+                    cmd += ["--epochs", str(args.peer_epochs)] if args.peer_epochs else []
                 else:
                     cmd = [sys.executable, "-m", "benchmarks.spatial", "_worker", dataset]
                     cmd += [section, method, str(seed), str(out)]
@@ -247,6 +280,9 @@ def run(args: argparse.Namespace) -> int:
                         print(f"FAILED {section} {method} seed {seed}", flush=True)
                         continue
                 res = dict(np.load(out, allow_pickle=False))
+                if "labels" not in res:  # a peer's embedding: the harness's one clustering
+                    graph = scmsi.spatial.spatial_graph(adata.obsm["spatial"], shape_n)
+                    res["labels"] = cluster_embedding(res["embedding"], k, graph, seed)
                 pred = res["labels"]
                 row = {
                     "section": section,
@@ -256,25 +292,13 @@ def run(args: argparse.Namespace) -> int:
                     "nmi": normalized_mutual_info_score(lab[ok], pred[ok]),
                     "n_domains": len(np.unique(pred)),
                     "time_s": float(res["time_s"]),
+                    "train_s": float(res.get("train_s", np.nan)),
                     "notes": str(res["notes"]),
                 }
                 if "labels_auto" in res:
                     row["auto_ari"] = adjusted_rand_score(lab[ok], res["labels_auto"][ok])
                     row["auto_n"] = len(np.unique(res["labels_auto"]))
                 rows.append(row)
-                for i, name in enumerate(res.get("ablation_names", [])):
-                    eq = res[f"ablation_{i}"]
-                    rows.append(
-                        {
-                            **row,
-                            "method": f"{method} ({name})",
-                            "ari": adjusted_rand_score(lab[ok], eq[ok]),
-                            "nmi": normalized_mutual_info_score(lab[ok], eq[ok]),
-                            "n_domains": len(np.unique(eq)),
-                            "notes": f"the {method} models above, spatial_domains({name})",
-                            "auto_ari": np.nan,
-                        }
-                    )
                 if seed == 0:
                     examples[(section, method)] = pred
                 print(
@@ -317,6 +341,7 @@ def _report(table: pd.DataFrame, dataset: str, args, sections) -> None:
             "ARI": mean_sd(g["ari"]),
             "NMI": mean_sd(g["nmi"]),
             "time (s)": f"{g['time_s'].mean():.0f}",
+            "train (s)": f"{g['train_s'].mean():.0f}" if g["train_s"].notna().any() else "",
         }
         if "auto_ari" in g and g["auto_ari"].notna().any():
             row["auto ARI (n)"] = f"{mean_sd(g['auto_ari'])} ({g['auto_n'].mean():.1f})"
@@ -385,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
         help="scMSI training epochs (default: the package's, 400 below 20,000 spots)",
     )
     p.add_argument("--spagcn-python", default=DEFAULT_SPAGCN_PYTHON)
+    p.add_argument("--peers-python", default=DEFAULT_PEERS_PYTHON, help="BANKSY/GraphST/STAGATE")
+    p.add_argument(
+        "--peer-epochs", type=int, default=None, help="GraphST/STAGATE epochs (default: theirs)"
+    )
     p.add_argument("--no-histology", action="store_true", help="SpaGCN without the image")
     p.add_argument("--out", help="results folder (default benchmarks/results)")
     p.add_argument("--name", help="report name (default: the dataset)")

@@ -34,20 +34,28 @@ input) and :mod:`~scmsi.spatial.domains` (domains). Every public name is importa
 """
 
 from ._constants import DOMAIN_KEY, SPATIAL_KEY
-from .domains import informative_modalities, refine_domains, spatial_domains
+from .domains import (
+    choose_n_domains,
+    informative_modalities,
+    refine_domains,
+    spatial_domains,
+    tied_gmm,
+)
 from .graph import smooth, spatial_graph, spatial_neighbors
 from .image import color_texture_features, crop_tiles, image_features
-from .input import niche_features, to_mudata
+from .input import neighbour_mean, niche_features, to_mudata
 from .io import get_image, read_st, read_visium
 
 __all__ = [
     "DOMAIN_KEY",
     "SPATIAL_KEY",
+    "choose_n_domains",
     "color_texture_features",
     "crop_tiles",
     "get_image",
     "image_features",
     "informative_modalities",
+    "neighbour_mean",
     "niche_features",
     "read_st",
     "read_visium",
@@ -56,5 +64,6 @@ __all__ = [
     "spatial_domains",
     "spatial_graph",
     "spatial_neighbors",
+    "tied_gmm",
     "to_mudata",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 from scipy import sparse
@@ -56,6 +55,101 @@ def informative_modalities(
     return (good, bad) if good else (names, [])
 
 
+METHODS = ("gmm", "kmeans")
+EMBEDDINGS = ("spectral", "pca")
+GMM_N_INIT = 5
+
+
+def tied_gmm(x: np.ndarray, n_clusters: int, seed: int = 0, n_init: int = GMM_N_INIT):
+    """Gaussian mixture with one covariance shared by all components (mclust's ``EEE``, the
+    clustering GraphST and STAGATE report with), on scikit-learn; best of ``n_init`` k-means++
+    starts, seeded. Returns ``(labels (N,) int, fitted GaussianMixture)``.
+
+    A shared covariance suits domains that are shifts of one another along a few axes (layers,
+    tumour regions) better than k-means' spheres; one matrix is also stable with few spots
+    per domain. O(N d^2 k) per EM step.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    gm = GaussianMixture(
+        int(n_clusters),
+        covariance_type="tied",
+        n_init=int(n_init),
+        reg_covar=1e-4,
+        random_state=seed,
+    )
+    return gm.fit_predict(np.asarray(x, dtype=np.float64)), gm
+
+
+N_DOMAINS_RANGE = (2, 15)
+
+
+def choose_n_domains(
+    emb: np.ndarray,
+    n_range: tuple[int, int] = N_DOMAINS_RANGE,
+    method: Literal["gmm", "kmeans"] = "gmm",
+    seed: int = 0,
+) -> tuple[int, dict]:
+    """Number of domains chosen without labels: the tied mixture's BIC, minimised over
+    ``n_range`` (inclusive). Returns ``(n, {"criterion", "n_range", "scores"})``."""
+    lo, hi = int(n_range[0]), int(min(n_range[1], emb.shape[0] - 1))
+    scores = {}
+    for k in range(lo, hi + 1):
+        _, gm = tied_gmm(emb, k, seed, n_init=1)
+        scores[k] = float(gm.bic(np.asarray(emb, dtype=np.float64)))
+    best = min(scores, key=scores.get)
+    return best, {"criterion": "bic", "n_range": [lo, hi], "scores": scores}
+
+
+def _check_options(method, embedding, fusion, model, use_rep, n_domains, spatial_weight):
+    """Every option of :func:`spatial_domains` checked before any work (one place)."""
+    from .._model import check_fusion
+
+    check_fusion(fusion)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if embedding is None:
+        embedding = "pca" if use_rep is not None or model is None else "spectral"
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f"embedding must be one of {EMBEDDINGS} or None, got {embedding!r}.")
+    if embedding == "spectral" and (model is None or use_rep is not None):
+        raise ValueError(
+            "embedding='spectral' embeds the model's coefficients (a spot-anchor graph); "
+            "with use_rep, use embedding='pca'."
+        )
+    if model is None and use_rep is None:
+        raise ValueError("Pass a trained `model` or `use_rep`.")
+    if n_domains is not None and int(n_domains) < 1:
+        raise ValueError(f"n_domains must be a positive integer or None, got {n_domains!r}.")
+    if not 0 <= spatial_weight <= 1:
+        raise ValueError(f"spatial_weight must lie in [0, 1], got {spatial_weight}.")
+    return embedding
+
+
+def _fused_coefficients(data, model, fusion: str, key_added: str) -> tuple[np.ndarray, list]:
+    """The model's coefficients fused over its informative modalities, ``(N, A)``."""
+    from .._model import fuse_coefficients
+
+    # one pass: a weighted fusion's per-spot weights come with the coefficients
+    coefs = model.get_coefficients(data, return_all=True, fusion=fusion)
+    names = model.modality_names
+    used, dropped = informative_modalities({m: coefs[m] for m in names})
+    if dropped:
+        logger.warning(
+            "Coefficients of %s are degenerate (each spot expressed by about one anchor, "
+            "the same for most spots): domains use %s only.",
+            dropped,
+            used,
+        )
+    weights = None
+    if fusion != "mean":  # a one-modality model has no weights: 1, written all the same
+        w = coefs.get("weights", np.ones((data.n_obs, len(names)), np.float32))
+        weights = w[:, [names.index(m) for m in used]]
+        weights /= np.maximum(weights.sum(1, keepdims=True), 1e-12)
+        data.obsm[f"{key_added}_modality_weights"] = weights
+    return fuse_coefficients([coefs[m] for m in used], weights=weights), used
+
+
 def spatial_domains(
     data,
     model=None,
@@ -63,10 +157,10 @@ def spatial_domains(
     spatial_weight: float = 0.5,
     n_rounds: int = 3,
     n_neighs: int = 6,
-    refine: bool = False,
+    refine: bool = True,
     use_rep: str | None = None,
     n_comps: int | None = None,
-    method: Literal["kmeans", "gmm"] = "kmeans",
+    method: Literal["gmm", "kmeans"] = "gmm",
     fusion: Literal["mean", "precision", "adaptive"] = "mean",
     embedding: Literal["spectral", "pca"] | None = None,
     seed: int = 0,
@@ -77,12 +171,11 @@ def spatial_domains(
     Modalities whose coefficients are degenerate (:func:`informative_modalities`) are left out
     of the fusion, with a warning; ``uns[key_added]["params"]["modalities"]`` lists those used.
 
-    Coefficients (cells x anchors) -> :func:`smooth` (``spatial_weight``, ``n_rounds``) -> PCA
+    Coefficients (spots x anchors) -> :func:`smooth` (``spatial_weight``, ``n_rounds``) -> PCA
     or spectral embedding (``embedding``; ``n_comps``, default the model's latent size) ->
-    ``n_domains`` clusters (Gaussian mixture or k-means), or, with ``n_domains=None``, Leiden
-    on a 15-NN graph of the embedding at the resolution with the best silhouette
-    (:func:`scmsi.tl.leiden_auto`, label-free) -> optional majority-vote refinement over
-    spatial neighbours.
+    ``n_domains`` clusters (tied Gaussian mixture or k-means), or, with ``n_domains=None``, a
+    number of domains chosen without labels (:func:`choose_n_domains`) -> majority-vote
+    refinement over spatial neighbours (``refine``).
 
     Parameters
     ----------
@@ -102,10 +195,11 @@ def spatial_domains(
         Majority vote over spatial neighbours (:func:`refine_domains`).
     use_rep
         Cluster ``obsm[use_rep]`` (smoothed the same way) instead of the model's coefficients.
+    n_comps
+        Embedding dimension (default: the model's ``n_latent``; 30 with ``use_rep``).
     method
-        ``"kmeans"`` (n_init=10; stable over seeds) or ``"gmm"`` (full-covariance Gaussian
-        mixture, as mclust in STAGATE/GraphST; more variable over seeds here); used only with
-        ``n_domains``.
+        ``"gmm"``: :func:`tied_gmm` (one shared covariance, mclust EEE; 5 starts).
+        ``"kmeans"``: k-means (10 starts).
     fusion
         ``"mean"`` (equal weights), ``"precision"`` or ``"adaptive"`` (per-spot modality
         weights, :meth:`scmsi.SCMSI.get_modality_weights`, renormalised over the modalities
@@ -116,58 +210,45 @@ def spatial_domains(
         an anchor by how many spots use it, so a few hub anchors do not dominate as they do a
         PCA. ``"pca"``: PCA of the smoothed coefficients (or of ``obsm[use_rep]``). None:
         ``"spectral"`` for a model's coefficients, ``"pca"`` with ``use_rep``.
+    seed
+        Seed of the PCA and the clustering: the same seed gives the same domains.
+    key_added
+        Prefix of every key written.
 
-    Writes ``obs[key_added]``, ``obsm["X_scmsi_spatial"]`` (embedding) and, with a model,
-    ``obsm["scmsi_coef"]`` / ``obsm["scmsi_coef_smoothed"]`` (and, with per-spot
-    weights, ``obsm["scmsi_modality_weights"]``: spots x modalities used).
+    Returns
+    -------
+    The domains, a categorical of length N. Writes ``obs[key_added]`` (the same),
+    ``uns[key_added]["params"]`` (settings, the modalities used, the label-free choice),
+    ``obsm[f"X_{key_added}"]`` (the embedding clustered, ``(N, n_comps)``) and, with a model,
+    ``obsm[f"{key_added}_coef"]`` / ``obsm[f"{key_added}_coef_smoothed"]`` (fused coefficients
+    before/after smoothing, ``(N, A)``; kept apart from ``scmsi.tl``'s ``obsm["scmsi_coef"]``)
+    and, with per-spot weights, ``obsm[f"{key_added}_modality_weights"]`` (spots x modalities
+    used).
     """
     from sklearn.decomposition import PCA
 
-    from .._model import check_fusion
-    from ..tl import anchor_spectral_embedding, cluster, leiden_auto
+    from ..tl import anchor_spectral_embedding
 
-    check_fusion(fusion)
-    if embedding is None:
-        embedding = "pca" if use_rep is not None or model is None else "spectral"
-    if embedding not in ("pca", "spectral"):
-        raise ValueError(f"embedding must be 'spectral', 'pca' or None, got {embedding!r}.")
-    if embedding == "spectral" and (model is None or use_rep is not None):
-        raise ValueError(
-            "embedding='spectral' embeds the model's coefficients (a spot-anchor graph); "
-            "with use_rep, use embedding='pca'."
-        )
+    embedding = _check_options(method, embedding, fusion, model, use_rep, n_domains, spatial_weight)
     graph = _graph_of(data, n_neighs)
+    info: dict = {
+        "spatial_weight": spatial_weight,
+        "n_rounds": n_rounds,
+        "refine": refine,
+        "embedding": embedding,
+        "method": method,
+    }
     if use_rep is not None:
         x = np.asarray(data.obsm[use_rep], dtype=np.float32)
         n_default = min(x.shape[1], 30)
-    elif model is not None:
-        # one pass: a weighted fusion's per-spot weights come with the coefficients
-        coefs = model.get_coefficients(data, return_all=True, fusion=fusion)
-        names = model.modality_names
-        used, dropped = informative_modalities({m: coefs[m] for m in names})
-        if dropped:
-            logger.warning(
-                "Coefficients of %s are degenerate (each spot expressed by about one anchor, "
-                "the same for most spots): domains use %s only.",
-                dropped,
-                used,
-            )
-        from .._model import fuse_coefficients
-
-        weights = None
-        if fusion != "mean":  # a one-modality model has no weights: 1, written all the same
-            w = coefs.get("weights", np.ones((data.n_obs, len(names)), np.float32))
-            weights = w[:, [names.index(m) for m in used]]
-            weights /= np.maximum(weights.sum(1, keepdims=True), 1e-12)
-            data.obsm["scmsi_modality_weights"] = weights
-        x = fuse_coefficients([coefs[m] for m in used], weights=weights)
-        data.obsm["scmsi_coef"] = x
-        n_default = model.module.n_latent
     else:
-        raise ValueError("Pass a trained `model` or `use_rep`.")
+        x, used = _fused_coefficients(data, model, fusion, key_added)
+        data.obsm[f"{key_added}_coef"] = x
+        n_default = model.module.n_latent
+        info.update(modalities=used, fusion=fusion)
     xs = smooth(x, graph, spatial_weight, n_rounds)
-    if model is not None and use_rep is None:
-        data.obsm["scmsi_coef_smoothed"] = xs
+    if use_rep is None:
+        data.obsm[f"{key_added}_coef_smoothed"] = xs
     k = int(min(n_comps or n_default, xs.shape[1] - 1, xs.shape[0] - 1))
     if k < 1:
         emb = xs
@@ -175,35 +256,18 @@ def spatial_domains(
         emb = anchor_spectral_embedding(xs, k)
     else:
         emb = PCA(k, random_state=seed).fit_transform(xs).astype(np.float32)
-    data.obsm["X_scmsi_spatial"] = emb
-    info: dict = {
-        "spatial_weight": spatial_weight,
-        "n_rounds": n_rounds,
-        "refine": refine,
-        "embedding": embedding,
-    }
-    if model is not None and use_rep is None:
-        info.update(modalities=used, fusion=fusion)
-    if n_domains is not None:
-        if method == "gmm":
-            from sklearn.mixture import GaussianMixture
-
-            labels = GaussianMixture(
-                int(n_domains), covariance_type="full", random_state=seed, reg_covar=1e-4
-            ).fit_predict(emb)
-            labels = labels.astype(str)
-        else:
-            labels = np.asarray(cluster(emb, int(n_domains), "kmeans", seed))
-        info["method"] = method
+    data.obsm[f"X_{key_added}"] = emb
+    if n_domains is None:
+        n_domains, choice = choose_n_domains(emb, method=method, seed=seed)
+        info["label_free"] = choice
+    info["n_domains"] = int(n_domains)
+    if method == "gmm":
+        labels = tied_gmm(emb, int(n_domains), seed)[0]
     else:
-        import scanpy as sc
+        from sklearn.cluster import KMeans
 
-        tmp = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(emb.shape[0])]))
-        tmp.obsm["X"] = emb
-        sc.pp.neighbors(tmp, n_neighbors=15, use_rep="X", random_state=seed)
-        labels, lei = leiden_auto(tmp.obsp["connectivities"], emb, seed=seed)
-        labels = np.asarray(labels).astype(str)
-        info.update(method="leiden_auto", resolution=lei["resolution"])
+        labels = KMeans(int(n_domains), n_init=10, random_state=seed).fit_predict(emb)
+    labels = labels.astype(str)
     if refine:
         labels = refine_domains(labels, graph)
     cats = sorted(np.unique(labels), key=lambda v: (len(v), v))

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from .._model import CONTEXT_UNS_KEY  # read by SCMSI.setup_mudata
 from ._constants import SPATIAL_KEY
 from .graph import _row_normalise, spatial_graph
 from .image import image_features
@@ -43,10 +44,29 @@ def _neighbourhood_pcs(x, graph, n_comps: int, seed: int = 0) -> np.ndarray:
     return TruncatedSVD(n_comps, random_state=seed).fit_transform(nb).astype(np.float32)
 
 
+CONTEXT_LAYER = "scmsi_neighbours"
+
+
+def neighbour_mean(x, graph):
+    """Mean of each spot's spatial neighbours (not itself), ``(N, F)`` as ``x`` (CSR stays
+    CSR); a spot without neighbours keeps its own values. O(N k F), never N x N."""
+    nb = _row_normalise(graph) @ x
+    isolated = np.flatnonzero(np.asarray(graph.sum(1)).ravel() == 0)
+    if len(isolated):
+        if sparse.issparse(nb):
+            nb = sparse.lil_matrix(nb)
+            nb[isolated] = x[isolated]
+            nb = nb.tocsr()
+        else:
+            nb[isolated] = x[isolated]
+    return sparse.csr_matrix(nb, dtype=np.float32) if sparse.issparse(nb) else nb.astype(np.float32)
+
+
 def to_mudata(
     adata: ad.AnnData,
     image: bool | str = "auto",
     niche: bool = True,
+    graph_encoder: bool = True,
     n_top_genes: int | None = 3000,
     n_neighs: int = 6,
     n_niche_comps: int = 30,
@@ -66,6 +86,12 @@ def to_mudata(
     niche
         Add the ``niche`` modality (:func:`niche_features`; with no genes, the PCs of the
         neighbours' mean image features).
+    graph_encoder
+        Give the ``rna`` and ``image`` modalities a graph-aware encoder: each spot's
+        neighbour mean (:func:`neighbour_mean`) goes into ``layers["scmsi_neighbours"]`` and
+        ``uns["scmsi_context_layers"]`` records it, so that :meth:`scmsi.SCMSI.setup_mudata`
+        lets the encoder read ``[spot, neighbourhood]`` (BANKSY-style neighbour-augmented
+        input); the decoder still rebuilds the spot's own data.
     n_top_genes
         Keep this many highly variable genes (seurat_v3 on counts), plus the expressed genes
         of any spot that would have no counts in them (so no spot is lost); None keeps all.
@@ -76,7 +102,8 @@ def to_mudata(
     -------
     mdata, modalities
         MuData with ``rna`` (counts; absent when ``adata`` has no genes) and optionally
-        ``image``/``niche`` (continuous), and the
+        ``image``/``niche`` (continuous; each with its neighbourhood layer, see
+        ``graph_encoder``), and the
         ``modalities`` dict to pass to :meth:`scmsi.SCMSI.setup_mudata`. ``mdata.obsm["spatial"]``,
         ``mdata.obsp["spatial_connectivities"]`` and ``mdata.uns["spatial"]`` are set.
     """
@@ -131,6 +158,12 @@ def to_mudata(
             z = _neighbourhood_pcs(mods["image"].X, graph, n_niche_comps)
         mods["niche"] = ad.AnnData(_standardise(z), obs=pd.DataFrame(index=rna.obs_names))
         kinds["niche"] = "continuous"
+    context = {}
+    if graph_encoder:
+        for m in ("rna", "image"):
+            if m in mods:
+                mods[m].layers[CONTEXT_LAYER] = neighbour_mean(mods[m].X, graph)
+                context[m] = CONTEXT_LAYER
     with md.set_options(pull_on_update=False):
         mdata = md.MuData(mods)
     mdata.obs = adata.obs.copy()
@@ -139,4 +172,5 @@ def to_mudata(
     if SPATIAL_KEY in adata.uns:
         mdata.uns[SPATIAL_KEY] = adata.uns[SPATIAL_KEY]
     mdata.uns["modality_types"] = kinds
+    mdata.uns[CONTEXT_UNS_KEY] = context
     return mdata, kinds
