@@ -80,6 +80,7 @@ def test_choose_n_domains_without_labels():
     x, _ = _blobs()
     n, info = sp.choose_n_domains(x, n_range=(2, 8), seed=0)
     assert n == 4 and info["n_range"] == [2, 8] and len(info["scores"]) == 7
+    assert sp.choose_n_domains(x, n_range=(2, 8), method="kmeans")[0] == 4
 
 
 def test_key_added_keeps_runs_apart_and_options_fail_early():
@@ -92,8 +93,8 @@ def test_key_added_keeps_runs_apart_and_options_fail_early():
     assert syn.uns["one"]["params"]["method"] == "gmm" and syn.uns["one"]["params"]["refine"]
     assert {"X_one", "X_two"} <= set(syn.obsm) and "scmsi_coef" not in syn.obsm
     auto = sp.spatial_domains(syn, use_rep="rep", key_added="auto")
-    assert syn.uns["auto"]["params"]["label_free"]["criterion"] == "bic"
-    assert 2 <= syn.uns["auto"]["params"]["n_domains"] <= 15 and len(auto) == syn.n_obs
+    assert syn.uns["auto"]["params"]["label_free"]["criterion"] == "silhouette"
+    assert 3 <= syn.uns["auto"]["params"]["n_domains"] <= 15 and len(auto) == syn.n_obs
     for bad in ({"method": "mclust"}, {"n_domains": 0}, {"spatial_weight": 2.0}):
         with pytest.raises(ValueError):
             sp.spatial_domains(syn, use_rep="rep", **{"n_domains": 2, **bad})
