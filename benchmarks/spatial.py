@@ -141,6 +141,12 @@ def _scmsi(args, adata, k: int, shape_n: int, out: dict) -> tuple[np.ndarray, st
     out["modalities_used"] = np.asarray(params["modalities"], dtype=str)
     auto = scmsi.tl.spatial_domains(mdata, model, seed=args.seed, key_added="auto", **dom_kw)
     out["labels_auto"] = np.asarray(auto).astype(str)
+    # other representations of the same model, scored offline with the same clustering
+    graph = mdata.obsp["spatial_connectivities"]
+    for name, rebuilt in (("latent", False), ("rebuilt", True)):
+        z = model.get_latent_representation(mdata, rebuilt=rebuilt)
+        z = np.concatenate([z[m] for m in model.modality_names], 1)
+        out[f"extra_{name}_smoothed"] = scmsi.spatial.smooth(z, graph)
     context = mdata.uns.get("scmsi_context_layers", {})
     notes = (
         f"to_mudata({data_kw}), SCMSI({model_kw}): modalities {kinds}, graph-aware encoder "
