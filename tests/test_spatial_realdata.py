@@ -56,3 +56,21 @@ def test_breast_cancer_image_only_domains_beat_random():
     rng = np.random.default_rng(0)
     null = max(adjusted_rand_score(truth, rng.permutation(labels)) for _ in range(5))
     assert ari > 0.1 and ari > null + 0.08, (ari, null)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_dlpfc_section_domains_with_the_graph_encoder_keep_rna_informative():
+    """The default spatial model on a real section, briefly trained: the graph-aware encoder is
+    on, RNA's coefficients are kept (not judged degenerate) and the domains follow the layers."""
+    a = _load(scmsi.datasets.dlpfc, "151674")
+    mdata, kinds = sp.to_mudata(a)
+    assert mdata.uns["scmsi_context_layers"] == {"rna": "scmsi_neighbours"}
+    scmsi.SCMSI.setup_mudata(mdata, modalities=kinds)
+    model = scmsi.SCMSI(mdata, seed=0)
+    model.train(max_epochs=10, enable_progress_bar=False, early_stopping=False)
+    labels = scmsi.tl.spatial_domains(mdata, model, n_domains=7, seed=0)
+    assert "rna" in mdata.uns["scmsi_domain"]["params"]["modalities"]
+    truth = a.obs["domain"].astype(str).to_numpy()
+    ok = truth != "nan"
+    assert adjusted_rand_score(truth[ok], np.asarray(labels)[ok]) > 0.2
