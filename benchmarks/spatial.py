@@ -1,27 +1,37 @@
-"""Spatial-domain benchmark: scMSI, SpaGCN and baselines on the same sections, several seeds.
+"""Spatial-domain benchmark: scMSI, its ablations, peers and baselines on the same sections.
 
     python -m benchmarks.spatial dlpfc --seeds 5                      # 151674, 151675, 151510
-    python -m benchmarks.spatial her2st --seeds 5 --sections A1,B1
+    python -m benchmarks.spatial her2st --seeds 3                     # 8 sections
     python -m benchmarks.spatial breast_cancer_visium --seeds 5        # image only (no counts)
 
 Each (section, method, seed) runs in a fresh process and writes an npz in the work folder
-(``--work-dir`` reuses finished runs). Every method clusters into k = the number of labelled
-domains; ARI/NMI on labelled spots. Methods:
+(``--work-dir`` reuses finished runs). Every method is asked for k = the number of labelled
+domains; ARI/NMI on labelled spots. **One clustering for every embedding**
+(:func:`cluster_embedding`): PCA to at most 20 dimensions, a Gaussian mixture with one shared
+covariance (``scmsi.spatial.tied_gmm``, mclust's EEE on scikit-learn, 5 starts, seeded), then
+the majority-vote refinement over the spatial graph. SpaGCN clusters itself (its own
+resolution search and refinement). Methods:
 
-- ``scmsi``: ``scmsi.spatial.to_mudata`` (RNA counts, 3,000 HVGs; image features where there is
-  an image; niche modality), ``SCMSI`` trained ``--epochs`` epochs (default: the package's),
-  then ``scmsi.tl.spatial_domains(n_domains=k, refine=True)`` with the package defaults.
-  Also reported: the label-free domains (``n_domains=None``) as ``auto_ari``/``auto_n``, and
-  ablations of the same models (no retraining): ``scmsi (embedding=pca)`` (PCA of the
-  smoothed coefficients instead of their spectral embedding, the default before 2026-11-30)
-  and ``scmsi (fusion=adaptive)`` (per-spot modality weights).
+- ``scmsi``: ``scmsi.spatial.to_mudata`` defaults (RNA counts, 3,000 HVGs; image features where
+  there is an image; niche modality; graph-aware encoder on RNA and image), ``SCMSI`` trained
+  ``--epochs`` epochs (default: the package's), ``scmsi.tl.spatial_domains(n_domains=k)`` with
+  the package defaults (its own tied mixture on the spectral embedding of the smoothed
+  coefficients, refined). Label-free domains (``n_domains=None``) as ``auto ARI (n)``.
+  ``scmsi [k-means]``: the same models clustered by k-means (the clustering before this
+  change).
+- ablations, each its own training: ``scmsi_no_graph_encoder`` (``graph_encoder=False``; with
+  ``[k-means]`` this is the v0.1 spatial pipeline), ``scmsi_no_image`` (sections with an
+  image only), ``scmsi_no_niche``, ``scmsi_paper`` (``SCMSI(preset="paper")``, where the
+  package has presets).
 - ``spagcn``: SpaGCN 1.2.7 in its own environment (``--spagcn-python``), with histology where
   the section has an image; refined.
-- ``pca``: non-spatial baseline: log-normalised 3,000 HVGs, 30 PCs, k-means.
-- ``pca_smooth``: the same PCs smoothed over the spatial graph (``scmsi.spatial.smooth``, the
-  package's ``spatial_weight``/``n_rounds`` defaults), k-means, refined.
-- image-only data: ``scmsi`` on the image (+ niche of image) modality, ``image_kmeans``
-  (k-means on standardised image features), ``image_smooth`` (smoothed, refined).
+- ``banksy``, ``graphst``, ``stagate``: ``benchmarks/spatial_peers.py`` in their own
+  environment (``--peers-python``); their embeddings clustered as above. Settings in that
+  file; ``--peer-epochs`` shortens GraphST/STAGATE training (recorded in the notes).
+- ``pca``: log-normalised 3,000 HVGs, 30 PCs; ``pca_smooth``: the same PCs smoothed over the
+  spatial graph (``scmsi.spatial.smooth`` defaults); both clustered as above.
+- image-only data: ``scmsi`` on the image (+ niche of image) modality, ``image_pca``
+  (standardised image features, 30 PCs), ``image_smooth`` (smoothed).
 """
 
 from __future__ import annotations
@@ -47,10 +57,11 @@ SECTIONS = {
     "her2st": ["A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1"],
     "breast_cancer_visium": ["A1"],
 }
+_PEERS = ["spagcn", "banksy", "stagate", "graphst", "pca", "pca_smooth"]
 DEFAULT_METHODS = {
-    "dlpfc": ["scmsi", "spagcn", "pca", "pca_smooth"],
-    "her2st": ["scmsi", "spagcn", "pca", "pca_smooth"],
-    "breast_cancer_visium": ["scmsi", "image_pca", "image_smooth"],
+    "dlpfc": ["scmsi", "scmsi_no_graph_encoder", "scmsi_no_image", *_PEERS],
+    "her2st": ["scmsi", "scmsi_no_graph_encoder", "scmsi_no_image", "scmsi_no_niche", *_PEERS],
+    "breast_cancer_visium": ["scmsi", "scmsi_no_graph_encoder", "image_pca", "image_smooth"],
 }
 # SpaGCN and the other peers pin packages that clash with ours: each has its own environment
 DEFAULT_SPAGCN_PYTHON = os.environ.get(
@@ -103,9 +114,7 @@ SCMSI_VARIANTS: dict[str, tuple[dict, dict]] = {
     "scmsi_no_graph_encoder": ({"graph_encoder": False}, {}),
     "scmsi_no_image": ({"image": False}, {}),
     "scmsi_no_niche": ({"niche": False}, {}),
-    "scmsi_paper": ({}, {"preset": "paper"}),
-    # the v0.1 spatial model: no graph encoder, k-means on the smoothed coefficients
-    "scmsi_v0.1": ({"graph_encoder": False}, {}),
+    "scmsi_paper": ({}, {"preset": "paper"}),  # needs SCMSI(preset=...)
 }
 PCA_DIMS = 20  # every embedding -> at most this many PCs -> the same tied mixture
 
@@ -134,13 +143,18 @@ def _scmsi(args, adata, k: int, shape_n: int, out: dict) -> tuple[np.ndarray, st
     model.train(max_epochs=args.epochs, enable_progress_bar=False)
     n_epochs = len(model.history["elbo_train"])
     out["train_s"] = time.perf_counter() - out["t0"]
-    dom_kw = {"method": "kmeans"} if args.method == "scmsi_v0.1" else {}
-    labels = scmsi.tl.spatial_domains(mdata, model, n_domains=k, seed=args.seed, **dom_kw)
+    labels = scmsi.tl.spatial_domains(mdata, model, n_domains=k, seed=args.seed)
     params = mdata.uns["scmsi_domain"]["params"]
     out["embedding"] = mdata.obsm["X_scmsi_domain"]
     out["modalities_used"] = np.asarray(params["modalities"], dtype=str)
-    auto = scmsi.tl.spatial_domains(mdata, model, seed=args.seed, key_added="auto", **dom_kw)
+    auto = scmsi.tl.spatial_domains(mdata, model, seed=args.seed, key_added="auto")
     out["labels_auto"] = np.asarray(auto).astype(str)
+    # the same model clustered as before this harness's tied mixture (k-means): without the
+    # graph encoder, that is the v0.1 spatial pipeline
+    km = scmsi.tl.spatial_domains(
+        mdata, model, n_domains=k, seed=args.seed, method="kmeans", key_added="km"
+    )
+    out["extra_labels_k-means"] = np.asarray(km).astype(str)
     # other representations of the same model, scored offline with the same clustering
     graph = mdata.obsp["spatial_connectivities"]
     for name, rebuilt in (("latent", False), ("rebuilt", True)):
@@ -151,7 +165,7 @@ def _scmsi(args, adata, k: int, shape_n: int, out: dict) -> tuple[np.ndarray, st
     notes = (
         f"to_mudata({data_kw}), SCMSI({model_kw}): modalities {kinds}, graph-aware encoder "
         f"on {list(context)}; {model.module.n_anchors} anchors; {n_epochs} epochs; "
-        f"spatial_domains defaults{' but k-means' if dom_kw else ''} ({params})"
+        f"spatial_domains defaults ({params})"
     )
     return labels, notes
 
@@ -261,7 +275,12 @@ def run(args: argparse.Namespace) -> int:
         adata = load_section(dataset, section)
         lab, ok = _labels(adata)
         k = len(np.unique(lab[ok]))
+        has_image = bool(adata.uns.get("spatial")) and any(
+            lib.get("images") for lib in adata.uns["spatial"].values()
+        )
         for method in methods:
+            if method == "scmsi_no_image" and not has_image:
+                continue  # the same model as scmsi there
             for seed in range(args.seeds):
                 out = work / f"{section}_{method}_{seed}.npz"
                 if method == "spagcn":
@@ -305,6 +324,19 @@ def run(args: argparse.Namespace) -> int:
                     row["auto_ari"] = adjusted_rand_score(lab[ok], res["labels_auto"][ok])
                     row["auto_n"] = len(np.unique(res["labels_auto"]))
                 rows.append(row)
+                for key in (k_ for k_ in res if k_.startswith("extra_labels_")):
+                    lab_x = res[key]
+                    rows.append(
+                        {
+                            **row,
+                            "method": f"{method} [{key.removeprefix('extra_labels_')}]",
+                            "ari": adjusted_rand_score(lab[ok], lab_x[ok]),
+                            "nmi": normalized_mutual_info_score(lab[ok], lab_x[ok]),
+                            "n_domains": len(np.unique(lab_x)),
+                            "notes": f"the {method} models, spatial_domains(method='kmeans')",
+                            "auto_ari": np.nan,
+                        }
+                    )
                 if seed == 0:
                     examples[(section, method)] = pred
                 print(
