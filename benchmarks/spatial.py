@@ -156,6 +156,7 @@ def _scmsi(args, adata, k: int, shape_n: int, out: dict) -> tuple[np.ndarray, st
     )
     out["extra_labels_k-means"] = np.asarray(km).astype(str)
     # other representations of the same model, scored offline with the same clustering
+    out["extra_coef_smoothed"] = mdata.obsm["scmsi_domain_coef_smoothed"]
     graph = mdata.obsp["spatial_connectivities"]
     for name, rebuilt in (("latent", False), ("rebuilt", True)):
         z = model.get_latent_representation(mdata, rebuilt=rebuilt)
