@@ -23,6 +23,7 @@ def test_degenerate_modalities_are_left_out_of_the_fusion():
     assert sp.informative_modalities({"rna": hub}) == (["rna"], [])
 
 
+@pytest.mark.slow
 def test_end_to_end_spatial_domains(tmp_path):
     syn = synthetic_visium(n_rows=16, n_cols=16, n_genes=60, n_domains=3, noise=0.8, seed=0)
     mdata, kinds = sp.to_mudata(syn, n_top_genes=None)

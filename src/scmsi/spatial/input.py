@@ -19,6 +19,13 @@ def _standardise(x: np.ndarray) -> np.ndarray:
     return ((x - x.mean(0)) / np.where(sd > 1e-8, sd, 1.0)).astype(np.float32)
 
 
+def _continuous(x: np.ndarray, obs_names, prefix: str) -> ad.AnnData:
+    """A continuous modality with feature names of its own (``image_0``, ``niche_0``...), so
+    that the MuData's variables stay unique."""
+    var = pd.DataFrame(index=[f"{prefix}_{j}" for j in range(x.shape[1])])
+    return ad.AnnData(x, obs=pd.DataFrame(index=obs_names), var=var)
+
+
 def niche_features(
     adata, graph=None, n_comps: int = 30, n_neighs: int = 6, layer: str | None = None, seed: int = 0
 ) -> np.ndarray:
@@ -147,7 +154,7 @@ def to_mudata(
             view.obsm[SPATIAL_KEY] = np.asarray(adata.obsm[SPATIAL_KEY])
             view.uns[SPATIAL_KEY] = adata.uns[SPATIAL_KEY]
             feats = image_features(view)
-        mods["image"] = ad.AnnData(_standardise(feats), obs=pd.DataFrame(index=rna.obs_names))
+        mods["image"] = _continuous(_standardise(feats), rna.obs_names, "image")
         kinds["image"] = "continuous"
     if not mods:
         raise ValueError("No genes and no image features: nothing to model.")
@@ -156,7 +163,7 @@ def to_mudata(
             z = niche_features(rna, graph, n_comps=n_niche_comps)
         else:  # image only: the niche is the neighbourhood's image
             z = _neighbourhood_pcs(mods["image"].X, graph, n_niche_comps)
-        mods["niche"] = ad.AnnData(_standardise(z), obs=pd.DataFrame(index=rna.obs_names))
+        mods["niche"] = _continuous(_standardise(z), rna.obs_names, "niche")
         kinds["niche"] = "continuous"
     context = {}
     if graph_encoder:
