@@ -7,7 +7,7 @@ from sklearn.metrics import adjusted_rand_score
 
 import scmsi
 from scmsi import spatial as sp
-from scmsi._synthetic import synthetic_visium
+from tests._synthetic import synthetic_visium
 
 # 256 spots: batches of 64 give 4 steps an epoch
 FAST = {"max_epochs": 80, "batch_size": 64, "enable_progress_bar": False, "early_stopping": False}

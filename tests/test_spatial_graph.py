@@ -5,7 +5,7 @@ import pytest
 from scipy import sparse
 
 from scmsi import spatial as sp
-from scmsi._synthetic import synthetic_visium
+from tests._synthetic import synthetic_visium
 
 
 def test_hexagonal_grid_interior_spots_have_six_neighbours():

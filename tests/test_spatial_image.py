@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from scmsi import spatial as sp
-from scmsi._synthetic import synthetic_visium
+from tests._synthetic import synthetic_visium
 
 
 def _squares_image(scale, spot_diameter, centres_full, colours, size=(400, 500)):

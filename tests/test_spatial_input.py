@@ -7,7 +7,7 @@ from scipy import sparse
 
 import scmsi
 from scmsi import spatial as sp
-from scmsi._synthetic import synthetic_visium
+from tests._synthetic import synthetic_visium
 
 
 def test_to_mudata_modalities():

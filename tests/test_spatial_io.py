@@ -8,7 +8,7 @@ import pandas as pd
 from scipy import sparse
 
 from scmsi import spatial as sp
-from scmsi._synthetic import synthetic_visium
+from tests._synthetic import synthetic_visium
 
 
 def _write_visium(folder, adata):

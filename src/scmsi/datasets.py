@@ -18,6 +18,7 @@ import pooch
 import scanpy as sc
 from scipy import sparse
 
+from ._constants import MODALITY_TYPES_KEY
 from ._simulate import synthetic_citeseq
 
 __all__ = [
@@ -233,7 +234,7 @@ def inhouse_pbmc(preprocess: bool = True, n_top_genes: int = 2000) -> md.MuData:
     with md.set_options(pull_on_update=False):
         mdata = md.MuData({"rna": rna, "prot": prot})
     mdata.obs["cell_type"] = pd.Categorical(cell_type)
-    mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}
+    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "counts", "prot": "protein"}
     return mdata
 
 
@@ -331,7 +332,7 @@ def snare_seq(n_top_genes: int | None = 2000, min_cells: int = 3) -> md.MuData:
     with md.set_options(pull_on_update=False):
         mdata = md.MuData({"rna": rna, "atac": atac})
     mdata.obs["cell_type"] = pd.Categorical(cell_type)
-    mdata.uns["modality_types"] = {"rna": "counts", "atac": "continuous"}
+    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "counts", "atac": "continuous"}
     return mdata
 
 
@@ -445,7 +446,7 @@ def scicar_a549(min_peak_fraction: float = 0.01) -> md.MuData:
         mdata = md.MuData({"rna": rna, "atac": atac})
     mdata.obs["cell_type"] = pd.Categorical(cell_type)
     mdata.obs["time"] = hours
-    mdata.uns["modality_types"] = {"rna": "continuous", "atac": "accessibility"}
+    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "continuous", "atac": "accessibility"}
     return mdata
 
 
@@ -524,7 +525,7 @@ def eccite_pbmc() -> md.MuData:
     with md.set_options(pull_on_update=False):
         mdata = md.MuData(mods)
     mdata.obs["hashtag"] = hashtag
-    mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}
+    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "counts", "prot": "protein"}
     return mdata
 
 
@@ -573,7 +574,7 @@ _TENX_FILES = ("filtered_feature_bc_matrix.h5", "spatial.tar.gz")
 
 def _visium_10x(name: str, subdir: str) -> ad.AnnData:
     """Download (once) and read a public 10x Visium dataset."""
-    from .spatial import read_visium
+    from .spatial.io import read_visium
 
     folder = data_dir() / subdir
     if not (folder / "filtered_feature_bc_matrix.h5").is_file():
@@ -613,7 +614,7 @@ def dlpfc(section: str = "151674") -> ad.AnnData:
         raise ValueError(f"DLPFC section must be one of {DLPFC_SECTIONS}, got {section!r}.")
     folder = data_dir() / "dlpfc"
     if section == "151510":
-        from .spatial import read_visium
+        from .spatial.io import read_visium
 
         adata = read_visium(folder / "151510", library_id="151510")
         meta = pd.read_csv(folder / "151510" / "metadata.tsv", sep="\t", index_col=0)
@@ -655,7 +656,7 @@ def her2st(section: str = "A1", image: bool = True) -> ad.AnnData:
     -------
     AnnData read with :func:`scmsi.spatial.read_st`; ``obs["domain"]`` = pathologist label.
     """
-    from .spatial import read_st
+    from .spatial.io import read_st
 
     if section not in HER2ST_SECTIONS:
         raise ValueError(f"her2st section must be one of {HER2ST_SECTIONS}, got {section!r}.")
@@ -692,7 +693,7 @@ def breast_cancer_visium(with_expression: bool = False) -> ad.AnnData:
     AnnData with ``obsm["spatial"]``, ``uns["spatial"]`` (``lowres`` image), ``obs["domain"]``
     (``fine_annot_type``, 20 regions) and ``obs["annot_type"]`` (4 classes).
     """
-    from .spatial import read_visium
+    from .spatial.io import read_visium
 
     folder = data_dir() / "breast_cancer_visium"
     if with_expression:

@@ -33,7 +33,7 @@ input) and :mod:`~scmsi.spatial.domains` (domains). Every public name is importa
 ``scmsi.spatial``.
 """
 
-from ._constants import DOMAIN_KEY, SPATIAL_KEY
+from .._constants import DOMAIN_KEY, SPATIAL_KEY
 from .domains import (
     choose_n_domains,
     informative_modalities,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ._constants import DOMAIN_KEY
+from .._constants import DOMAIN_KEY
 from .graph import _graph_of, smooth
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def choose_n_domains(
 
 def _check_options(method, embedding, fusion, model, use_rep, n_domains, spatial_weight):
     """Every option of :func:`spatial_domains` checked before any work (one place)."""
-    from .._model import check_fusion
+    from .._fusion import check_fusion
 
     check_fusion(fusion)
     if method not in METHODS:
@@ -149,7 +149,7 @@ def _check_options(method, embedding, fusion, model, use_rep, n_domains, spatial
 
 def _fused_coefficients(data, model, fusion: str, key_added: str) -> tuple[np.ndarray, list]:
     """The model's coefficients fused over its informative modalities, ``(N, A)``."""
-    from .._model import fuse_coefficients
+    from .._fusion import fuse_coefficients
 
     # one pass: a weighted fusion's per-spot weights come with the coefficients
     coefs = model.get_coefficients(data, return_all=True, fusion=fusion)
@@ -248,7 +248,7 @@ def spatial_domains(
     """
     from sklearn.decomposition import PCA
 
-    from ..tl import anchor_spectral_embedding
+    from .._cluster import anchor_spectral_embedding
 
     embedding = _check_options(method, embedding, fusion, model, use_rep, n_domains, spatial_weight)
     graph = _graph_of(data, n_neighs)

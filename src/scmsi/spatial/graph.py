@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 from scipy import sparse
 
-from ._constants import SPATIAL_KEY
+from .._constants import SPATIAL_KEY
 
 
 def spatial_graph(

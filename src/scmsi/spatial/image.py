@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._constants import SPATIAL_KEY
+from .._constants import SPATIAL_KEY
 from .io import get_image
 
 # Ruifrok & Johnston (2001) stain vectors (rows: haematoxylin, eosin, DAB), as in skimage.rgb2hed.
@@ -64,7 +64,7 @@ def color_texture_features(tiles: np.ndarray) -> tuple[np.ndarray, list[str]]:
     Per tile (values in [0, 1]): mean, sd and 10/50/90th percentiles of R, G, B; mean and sd of
     hue (as cos/sin), saturation and value; mean and sd of haematoxylin and eosin optical density
     (Ruifrok colour deconvolution); the share of bright unstained pixels (background, fat); mean
-    gradient magnitude and mean |Laplacian| of the grey image (texture: nuclei density, fibres).
+    gradient magnitude and mean ``|Laplacian|`` of the grey image (texture: nuclei density, fibres).
 
     Returns
     -------

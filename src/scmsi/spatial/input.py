@@ -7,8 +7,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .._model import CONTEXT_UNS_KEY  # read by SCMSI.setup_mudata
-from ._constants import SPATIAL_KEY
+from .._constants import CONTEXT_LAYER, CONTEXT_LAYERS_KEY, SPATIAL_KEY
 from .graph import _row_normalise, spatial_graph
 from .image import image_features
 
@@ -49,9 +48,6 @@ def _neighbourhood_pcs(x, graph, n_comps: int, seed: int = 0) -> np.ndarray:
     nb -= nb.mean(0)
     n_comps = int(min(n_comps, nb.shape[1] - 1, nb.shape[0] - 1))
     return TruncatedSVD(n_comps, random_state=seed).fit_transform(nb).astype(np.float32)
-
-
-CONTEXT_LAYER = "scmsi_neighbours"
 
 
 def neighbour_mean(x, graph):
@@ -179,5 +175,5 @@ def to_mudata(
     if SPATIAL_KEY in adata.uns:
         mdata.uns[SPATIAL_KEY] = adata.uns[SPATIAL_KEY]
     mdata.uns["modality_types"] = kinds
-    mdata.uns[CONTEXT_UNS_KEY] = context
+    mdata.uns[CONTEXT_LAYERS_KEY] = context
     return mdata, kinds

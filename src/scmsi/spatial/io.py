@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ._constants import SPATIAL_KEY
+from .._constants import SPATIAL_KEY
 
 
 def _read_image(path: Path) -> np.ndarray:
