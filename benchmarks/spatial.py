@@ -19,8 +19,9 @@ resolution search and refinement). Methods:
   coefficients, refined). Label-free domains (``n_domains=None``) as ``auto ARI (n)``.
   ``scmsi [k-means]``: the same models clustered by k-means (the clustering before this
   change).
-- ablations, each its own training: ``scmsi_no_graph_encoder`` (``graph_encoder=False``; with
-  ``[k-means]`` this is the v0.1 spatial pipeline), ``scmsi_no_image`` (sections with an
+- variants, each its own training: ``scmsi_graph_encoder`` (``graph_encoder=True``: the
+  encoders read each spot's neighbour mean too); ``scmsi [k-means]`` is the v0.1 spatial
+  pipeline (no graph encoder, k-means), ``scmsi_no_image`` (sections with an
   image only), ``scmsi_no_niche``, ``scmsi_paper`` (``SCMSI(preset="paper")``, where the
   package has presets).
 - ``spagcn``: SpaGCN 1.2.7 in its own environment (``--spagcn-python``), with histology where
@@ -65,9 +66,9 @@ SECTIONS = {
 }
 _PEERS = ["spagcn", "banksy", "stagate", "graphst", "pca", "pca_smooth"]
 DEFAULT_METHODS = {
-    "dlpfc": ["scmsi", "scmsi_no_graph_encoder", "scmsi_no_image", *_PEERS],
-    "her2st": ["scmsi", "scmsi_no_graph_encoder", "scmsi_no_image", "scmsi_no_niche", *_PEERS],
-    "breast_cancer_visium": ["scmsi", "scmsi_no_graph_encoder", "image_pca", "image_smooth"],
+    "dlpfc": ["scmsi", "scmsi_graph_encoder", "scmsi_no_image", *_PEERS],
+    "her2st": ["scmsi", "scmsi_graph_encoder", "scmsi_no_image", "scmsi_no_niche", *_PEERS],
+    "breast_cancer_visium": ["scmsi", "scmsi_graph_encoder", "image_pca", "image_smooth"],
 }
 # SpaGCN and the other peers pin packages that clash with ours: each has its own environment
 DEFAULT_SPAGCN_PYTHON = os.environ.get(
@@ -117,7 +118,7 @@ def _save_paletted(fig, path: Path, dpi: int = 100) -> None:
 # {method: (to_mudata options, SCMSI options)}
 SCMSI_VARIANTS: dict[str, tuple[dict, dict]] = {
     "scmsi": ({}, {}),
-    "scmsi_no_graph_encoder": ({"graph_encoder": False}, {}),
+    "scmsi_graph_encoder": ({"graph_encoder": True}, {}),
     "scmsi_no_image": ({"image": False}, {}),
     "scmsi_no_niche": ({"niche": False}, {}),
     "scmsi_paper": ({}, {"preset": "paper"}),  # needs SCMSI(preset=...)

@@ -40,7 +40,7 @@ def test_to_mudata_keeps_spots_with_no_counts_in_the_hvgs():
 
 def test_graph_encoder_layers_hold_the_neighbour_mean():
     syn = synthetic_visium(n_rows=8, n_cols=8)
-    mdata, _ = sp.to_mudata(syn, n_top_genes=None)
+    mdata, _ = sp.to_mudata(syn, n_top_genes=None, graph_encoder=True)
     assert mdata.uns["scmsi_context_layers"] == {
         "rna": "scmsi_neighbours",
         "image": "scmsi_neighbours",
@@ -55,7 +55,7 @@ def test_graph_encoder_layers_hold_the_neighbour_mean():
         assert np.allclose(nb[i].toarray().ravel(), x[idx].mean(0), rtol=1e-5)
     img = mdata["image"]
     assert np.allclose(img.layers["scmsi_neighbours"][27], img.X[g[27].indices].mean(0), atol=1e-5)
-    off, _ = sp.to_mudata(syn, n_top_genes=None, graph_encoder=False)
+    off, _ = sp.to_mudata(syn, n_top_genes=None)  # the default: off
     assert off.uns["scmsi_context_layers"] == {} and "scmsi_neighbours" not in off["rna"].layers
 
 
@@ -71,7 +71,7 @@ def test_isolated_spot_keeps_its_own_values_as_neighbourhood():
 
 def test_setup_reads_the_neighbourhood_and_the_encoder_sees_it():
     syn = synthetic_visium(n_rows=8, n_cols=8, n_genes=30)
-    mdata, kinds = sp.to_mudata(syn, n_top_genes=None, niche=False)
+    mdata, kinds = sp.to_mudata(syn, n_top_genes=None, niche=False, graph_encoder=True)
     scmsi.SCMSI.setup_mudata(mdata, modalities=kinds)
     model = scmsi.SCMSI(mdata, n_anchors=16, seed=0)
     mod = model.module
@@ -84,8 +84,8 @@ def test_setup_reads_the_neighbourhood_and_the_encoder_sees_it():
     other = mdata.copy()
     other["rna"].layers["scmsi_neighbours"] = other["rna"].layers["scmsi_neighbours"] * 3
     assert not np.allclose(model.get_latent_representation(other)["rna"], x["rna"])
-    plain, _ = sp.to_mudata(syn, n_top_genes=None, niche=False)
-    scmsi.SCMSI.setup_mudata(plain, modalities=kinds, context_layers={})
+    plain, _ = sp.to_mudata(syn, n_top_genes=None, niche=False, graph_encoder=True)
+    scmsi.SCMSI.setup_mudata(plain, modalities=kinds, context_layers={})  # switched off
     assert "anchor_ctx_rna" not in dict(scmsi.SCMSI(plain, n_anchors=16).module.named_buffers())
     with pytest.raises(KeyError, match="Context layer"):
         scmsi.SCMSI.setup_mudata(plain, modalities=kinds, context_layers={"rna": "nope"})
