@@ -97,6 +97,7 @@ def build_dlpfc_pair(sections: tuple[str, str] = ("151674", "151675"), n_top_gen
     import scmsi
     from scmsi import spatial as sp
     from scmsi._anchors import lognormalize
+    from scmsi.spatial.input import _neighbourhood_pcs, _standardise
 
     parts = [scmsi.datasets.dlpfc(s) for s in sections]
     genes = parts[0].var_names.intersection(parts[1].var_names, sort=False)
@@ -109,7 +110,7 @@ def build_dlpfc_pair(sections: tuple[str, str] = ("151674", "151675"), n_top_gen
     rna = rna[:, hvg["highly_variable"].to_numpy()].copy()
     # each section's own spatial graph; no edges between sections
     graph = sparse.block_diag([sp.spatial_graph(p.obsm["spatial"], 6) for p in parts]).tocsr()
-    niche = sp._standardise(sp._neighbourhood_pcs(lognormalize(rna.X), graph, N_PCS))
+    niche = _standardise(_neighbourhood_pcs(lognormalize(rna.X), graph, N_PCS))
     obs = pd.DataFrame(
         {
             BATCH: pd.Categorical(rna.obs["section"].astype(str)),

@@ -1,27 +1,38 @@
-"""Spatial-domain benchmark: scMSI, SpaGCN and baselines on the same sections, several seeds.
+"""Spatial-domain benchmark: scMSI, its ablations, peers and baselines on the same sections.
 
     python -m benchmarks.spatial dlpfc --seeds 5                      # 151674, 151675, 151510
-    python -m benchmarks.spatial her2st --seeds 5 --sections A1,B1
+    python -m benchmarks.spatial her2st --seeds 3                     # 8 sections
     python -m benchmarks.spatial breast_cancer_visium --seeds 5        # image only (no counts)
 
 Each (section, method, seed) runs in a fresh process and writes an npz in the work folder
-(``--work-dir`` reuses finished runs). Every method clusters into k = the number of labelled
-domains; ARI/NMI on labelled spots. Methods:
+(``--work-dir`` reuses finished runs). Every method is asked for k = the number of labelled
+domains; ARI/NMI on labelled spots. **One clustering for every embedding**
+(:func:`cluster_embedding`): PCA to at most 20 dimensions, a Gaussian mixture with one shared
+covariance (``scmsi.spatial.tied_gmm``, mclust's EEE on scikit-learn, 5 starts, seeded), then
+the majority-vote refinement over the spatial graph. SpaGCN clusters itself (its own
+resolution search and refinement). Methods:
 
-- ``scmsi``: ``scmsi.spatial.to_mudata`` (RNA counts, 3,000 HVGs; image features where there is
-  an image; niche modality), ``SCMSI`` trained ``--epochs`` epochs (default: the package's),
-  then ``scmsi.tl.spatial_domains(n_domains=k, refine=True)`` with the package defaults.
-  Also reported: the label-free domains (``n_domains=None``) as ``auto_ari``/``auto_n``, and
-  ablations of the same models (no retraining): ``scmsi (embedding=pca)`` (PCA of the
-  smoothed coefficients instead of their spectral embedding, the default before 2026-11-30)
-  and ``scmsi (fusion=adaptive)`` (per-spot modality weights).
+- ``scmsi``: ``scmsi.spatial.to_mudata`` defaults (RNA counts, 3,000 HVGs; image features where
+  there is an image; niche modality; graph-aware encoder on RNA and image), ``SCMSI`` trained
+  ``--epochs`` epochs (default: the package's), ``scmsi.tl.spatial_domains(n_domains=k)`` with
+  the package defaults (its own tied mixture on the spectral embedding of the smoothed
+  coefficients, refined). Label-free domains (``n_domains=None``) as ``auto ARI (n)``.
+  ``scmsi [k-means]``: the same models clustered by k-means (the clustering before this
+  change).
+- variants, each its own training: ``scmsi_graph_encoder`` (``graph_encoder=True``: the
+  encoders read each spot's neighbour mean too); ``scmsi [k-means]`` is the v0.1 spatial
+  pipeline (no graph encoder, k-means), ``scmsi_no_image`` (sections with an
+  image only), ``scmsi_no_niche``, ``scmsi_paper`` (``SCMSI(preset="paper")``, where the
+  package has presets).
 - ``spagcn``: SpaGCN 1.2.7 in its own environment (``--spagcn-python``), with histology where
   the section has an image; refined.
-- ``pca``: non-spatial baseline: log-normalised 3,000 HVGs, 30 PCs, k-means.
-- ``pca_smooth``: the same PCs smoothed over the spatial graph (``scmsi.spatial.smooth``, the
-  package's ``spatial_weight``/``n_rounds`` defaults), k-means, refined.
-- image-only data: ``scmsi`` on the image (+ niche of image) modality, ``image_kmeans``
-  (k-means on standardised image features), ``image_smooth`` (smoothed, refined).
+- ``banksy``, ``graphst``, ``stagate``: ``benchmarks/spatial_peers.py`` in their own
+  environment (``--peers-python``); their embeddings clustered as above. Settings in that
+  file; ``--peer-epochs`` shortens GraphST/STAGATE training (recorded in the notes).
+- ``pca``: log-normalised 3,000 HVGs, 30 PCs; ``pca_smooth``: the same PCs smoothed over the
+  spatial graph (``scmsi.spatial.smooth`` defaults); both clustered as above.
+- image-only data: ``scmsi`` on the image (+ niche of image) modality, ``image_pca``
+  (standardised image features, 30 PCs), ``image_smooth`` (smoothed).
 """
 
 from __future__ import annotations
@@ -53,14 +64,20 @@ SECTIONS = {
     "her2st": ["A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1"],
     "breast_cancer_visium": ["A1"],
 }
+_PEERS = ["spagcn", "banksy", "stagate", "graphst", "pca", "pca_smooth"]
 DEFAULT_METHODS = {
-    "dlpfc": ["scmsi", "spagcn", "pca", "pca_smooth"],
-    "her2st": ["scmsi", "spagcn", "pca", "pca_smooth"],
-    "breast_cancer_visium": ["scmsi", "image_kmeans", "image_smooth"],
+    "dlpfc": ["scmsi", "scmsi_graph_encoder", "scmsi_no_image", *_PEERS],
+    "her2st": ["scmsi", "scmsi_graph_encoder", "scmsi_no_image", "scmsi_no_niche", *_PEERS],
+    "breast_cancer_visium": ["scmsi", "scmsi_graph_encoder", "image_pca", "image_smooth"],
 }
+# SpaGCN and the other peers pin packages that clash with ours: each has its own environment
 DEFAULT_SPAGCN_PYTHON = os.environ.get(
-    "SCMSI_SPAGCN_PYTHON", str(ROOT.parent / "venv_spagcn" / "bin" / "python")
+    "SCMSI_SPAGCN_PYTHON", str(ROOT.parent / "venv-spagcn" / "bin" / "python")
 )
+DEFAULT_PEERS_PYTHON = os.environ.get(
+    "SCMSI_PEERS_PYTHON", str(ROOT.parent / "venv-peers" / "bin" / "python")
+)
+PEERS = ("banksy", "graphst", "stagate")
 
 
 # ------------------------------------------------------------------------------ data
@@ -97,6 +114,70 @@ def _save_paletted(fig, path: Path, dpi: int = 100) -> None:
 
 
 # ------------------------------------------------------------------------------ workers
+# scMSI runs: the package defaults, and ablations that each train their own model.
+# {method: (to_mudata options, SCMSI options)}
+SCMSI_VARIANTS: dict[str, tuple[dict, dict]] = {
+    "scmsi": ({}, {}),
+    "scmsi_graph_encoder": ({"graph_encoder": True}, {}),
+    "scmsi_no_image": ({"image": False}, {}),
+    "scmsi_no_niche": ({"niche": False}, {}),
+    "scmsi_paper": ({}, {"preset": "paper"}),  # needs SCMSI(preset=...)
+}
+PCA_DIMS = 20  # every embedding -> at most this many PCs -> the same tied mixture
+
+
+def cluster_embedding(emb: np.ndarray, k: int, graph, seed: int) -> np.ndarray:
+    """The one clustering every embedding gets here: PCA to at most 20 dimensions, the tied
+    Gaussian mixture (``scmsi.spatial.tied_gmm``, mclust EEE) into k domains, majority-vote
+    refinement over the spatial graph (``scmsi.spatial.refine_domains``)."""
+    from sklearn.decomposition import PCA
+
+    from scmsi import spatial as sp
+
+    emb = np.asarray(emb, dtype=np.float32)
+    if emb.shape[1] > PCA_DIMS:
+        emb = PCA(PCA_DIMS, random_state=seed).fit_transform(emb)
+    return sp.refine_domains(sp.tied_gmm(emb, k, seed)[0].astype(str), graph)
+
+
+def _scmsi(args, adata, k: int, shape_n: int, out: dict) -> tuple[np.ndarray, str]:
+    import scmsi
+
+    data_kw, model_kw = SCMSI_VARIANTS[args.method]
+    mdata, kinds = scmsi.spatial.to_mudata(adata, n_neighs=shape_n, **data_kw)
+    scmsi.SCMSI.setup_mudata(mdata, modalities=kinds)
+    model = scmsi.SCMSI(mdata, seed=args.seed, **model_kw)
+    model.train(max_epochs=args.epochs, enable_progress_bar=False)
+    n_epochs = len(model.history["elbo_train"])
+    out["train_s"] = time.perf_counter() - out["t0"]
+    labels = scmsi.tl.spatial_domains(mdata, model, n_domains=k, seed=args.seed)
+    params = mdata.uns["scmsi_domain"]["params"]
+    out["embedding"] = mdata.obsm["X_scmsi_domain"]
+    out["modalities_used"] = np.asarray(params["modalities"], dtype=str)
+    auto = scmsi.tl.spatial_domains(mdata, model, seed=args.seed, key_added="auto")
+    out["labels_auto"] = np.asarray(auto).astype(str)
+    # the same model clustered as before this harness's tied mixture (k-means): without the
+    # graph encoder, that is the v0.1 spatial pipeline
+    km = scmsi.tl.spatial_domains(
+        mdata, model, n_domains=k, seed=args.seed, method="kmeans", key_added="km"
+    )
+    out["extra_labels_k-means"] = np.asarray(km).astype(str)
+    # other representations of the same model, scored offline with the same clustering
+    out["extra_coef_smoothed"] = mdata.obsm["scmsi_domain_coef_smoothed"]
+    graph = mdata.obsp["spatial_connectivities"]
+    for name, rebuilt in (("latent", False), ("rebuilt", True)):
+        z = model.get_latent_representation(mdata, rebuilt=rebuilt)
+        z = np.concatenate([z[m] for m in model.modality_names], 1)
+        out[f"extra_{name}_smoothed"] = scmsi.spatial.smooth(z, graph)
+    context = mdata.uns.get("scmsi_context_layers", {})
+    notes = (
+        f"to_mudata({data_kw}), SCMSI({model_kw}): modalities {kinds}, graph-aware encoder "
+        f"on {list(context)}; {model.module.n_anchors} anchors; {n_epochs} epochs; "
+        f"spatial_domains defaults ({params})"
+    )
+    return labels, notes
+
+
 def _worker(args: argparse.Namespace) -> None:
     """One (section, method, seed): read the section, cluster, save labels as npz."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -104,7 +185,6 @@ def _worker(args: argparse.Namespace) -> None:
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
-    import scmsi
     from scmsi import spatial as sp
 
     adata = load_section(args.dataset, args.section)
@@ -112,67 +192,36 @@ def _worker(args: argparse.Namespace) -> None:
     k = len(np.unique(lab[ok]))
     has_genes = adata.n_vars > 0
     shape_n = 4 if args.dataset == "her2st" else 6
-    out: dict = {}
-    t0 = time.perf_counter()
+    graph = sp.spatial_graph(adata.obsm["spatial"], shape_n)
+    out: dict = {"t0": time.perf_counter()}
     with threadpool_limits(limits=1):
-        if args.method == "scmsi":
-            mdata, kinds = sp.to_mudata(adata, n_neighs=shape_n)
-            scmsi.SCMSI.setup_mudata(mdata, modalities=kinds)
-            model = scmsi.SCMSI(mdata, seed=args.seed)
-            model.train(max_epochs=args.epochs, enable_progress_bar=False)
-            n_epochs = len(model.history["elbo_train"])
-            labels = scmsi.tl.spatial_domains(
-                mdata, model, n_domains=k, refine=True, seed=args.seed
-            )
-            auto = scmsi.tl.spatial_domains(
-                mdata, model, refine=True, seed=args.seed, key_added="auto"
-            )
-            out["labels_auto"] = np.asarray(auto).astype(str)
-            out["embedding"] = mdata.obsm["X_scmsi_spatial"]
-            notes = (
-                f"modalities {kinds}; {model.module.n_anchors} anchors; {n_epochs} epochs; "
-                f"spatial_domains defaults ({mdata.uns['scmsi_domain']['params']})"
-            )
-            # ablations: the same model, one spatial_domains option changed
-            ablations = {"embedding=pca": {"embedding": "pca"}}
-            if len(model.modality_names) > 1:
-                ablations["fusion=adaptive"] = {"fusion": "adaptive"}
-            for i, kw in enumerate(ablations.values()):
-                abl = scmsi.tl.spatial_domains(
-                    mdata, model, n_domains=k, refine=True, seed=args.seed, key_added="abl", **kw
-                )
-                out[f"ablation_{i}"] = np.asarray(abl).astype(str)
-                if "fusion" in kw:
-                    w = mdata.obsm["scmsi_modality_weights"].mean(0)
-                    used = mdata.uns["abl"]["params"]["modalities"]
-                    w = {m: round(float(v), 2) for m, v in zip(used, w, strict=True)}
-                    notes += f"; mean {kw['fusion']}-fusion weights {w}"
-            out["ablation_names"] = np.asarray(list(ablations), dtype=str)
-        elif args.method in ("pca", "pca_smooth", "image_kmeans", "image_smooth"):
+        if args.method in SCMSI_VARIANTS:
+            labels, notes = _scmsi(args, adata, k, shape_n, out)
+        elif args.method in ("pca", "pca_smooth", "image_pca", "image_smooth"):
             from sklearn.decomposition import PCA
 
-            graph = sp.spatial_graph(adata.obsm["spatial"], shape_n)
+            from scmsi.spatial.input import _standardise
+
             if args.method.startswith("pca"):
                 import scanpy as sc
 
                 from scmsi._anchors import lognormalize
 
-                mdata, _ = sp.to_mudata(adata, image=False, niche=False)
+                mdata, _ = sp.to_mudata(adata, image=False, niche=False, graph_encoder=False)
                 x = lognormalize(mdata["rna"].X)
                 emb = sc.pp.pca(x, n_comps=30, random_state=args.seed)
             else:
-                emb = sp._standardise(sp.image_features(adata))
+                emb = _standardise(sp.image_features(adata))
                 emb = PCA(min(30, emb.shape[1]), random_state=args.seed).fit_transform(emb)
             smooth = args.method.endswith("smooth")
             if smooth:
                 emb = sp.smooth(emb, graph)  # package defaults
-            labels = np.asarray(scmsi.tl.cluster(emb, k, "kmeans", args.seed))
-            if smooth:
-                labels = sp.refine_domains(labels, graph)
+            labels = cluster_embedding(emb, k, graph, args.seed)
             out["embedding"] = emb
-            notes = f"{'smoothed + refined, ' if smooth else ''}k-means (k={k})"
+            notes = f"30 PCs{', smoothed (alpha 0.5, 3 rounds)' if smooth else ''}"
         else:
             raise SystemExit(f"unknown method {args.method!r}")
+    t0 = out.pop("t0")
     out.update(
         labels=np.asarray(labels).astype(str),
         time_s=time.perf_counter() - t0,
@@ -217,24 +266,40 @@ def _spagcn_input(adata, k: int, dataset: str, work: Path, section: str) -> tupl
 def run(args: argparse.Namespace) -> int:
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+    import scmsi
+
     dataset = args.dataset
     sections = args.sections.split(",") if args.sections else SECTIONS[dataset]
     methods = args.methods.split(",") if args.methods else DEFAULT_METHODS[dataset]
     work = work_folder(args.work_dir, f"scmsi-spatial-{dataset}-")
     env = worker_env(1)
+    shape_n = 4 if dataset == "her2st" else 6
     rows, examples = [], {}
     for section in sections:
         adata = load_section(dataset, section)
         lab, ok = _labels(adata)
         k = len(np.unique(lab[ok]))
+        has_image = bool(adata.uns.get("spatial")) and any(
+            lib.get("images") for lib in adata.uns["spatial"].values()
+        )
         for method in methods:
-            for seed in range(args.seeds):
+            if method == "scmsi_no_image" and not has_image:
+                continue  # the same model as scmsi there
+            n_seeds = args.seeds
+            if method in ("graphst", "stagate") and args.peer_seeds is not None:
+                n_seeds = min(n_seeds, args.peer_seeds)  # costly: fewer seeds, said in the table
+            for seed in range(n_seeds):
                 out = work / f"{section}_{method}_{seed}.npz"
                 if method == "spagcn":
                     h5ad, has_image = _spagcn_input(adata, k, dataset, work, section)
                     cmd = [args.spagcn_python, str(ROOT / "benchmarks" / "spatial_spagcn.py")]
                     cmd += [str(h5ad), str(seed), str(out)]
                     cmd += ["--histology"] if has_image and not args.no_histology else []
+                elif method in PEERS:
+                    h5ad, _ = _spagcn_input(adata, k, dataset, work, section)
+                    cmd = [args.peers_python, str(ROOT / "benchmarks" / "spatial_peers.py")]
+                    cmd += [method, str(h5ad), str(seed), str(out)]
+                    cmd += ["--epochs", str(args.peer_epochs)] if args.peer_epochs else []
                 else:
                     cmd = [sys.executable, "-m", "benchmarks.spatial", "_worker", dataset]
                     cmd += [section, method, str(seed), str(out)]
@@ -244,6 +309,9 @@ def run(args: argparse.Namespace) -> int:
                     print(f"FAILED {section} {method} seed {seed}", flush=True)
                     continue
                 res = dict(np.load(out, allow_pickle=False))
+                if "labels" not in res:  # a peer's embedding: the harness's one clustering
+                    graph = scmsi.spatial.spatial_graph(adata.obsm["spatial"], shape_n)
+                    res["labels"] = cluster_embedding(res["embedding"], k, graph, seed)
                 pred = res["labels"]
                 row = {
                     "section": section,
@@ -253,22 +321,23 @@ def run(args: argparse.Namespace) -> int:
                     "nmi": normalized_mutual_info_score(lab[ok], pred[ok]),
                     "n_domains": len(np.unique(pred)),
                     "time_s": float(res["time_s"]),
+                    "train_s": float(res.get("train_s", np.nan)),
                     "notes": str(res["notes"]),
                 }
                 if "labels_auto" in res:
                     row["auto_ari"] = adjusted_rand_score(lab[ok], res["labels_auto"][ok])
                     row["auto_n"] = len(np.unique(res["labels_auto"]))
                 rows.append(row)
-                for i, name in enumerate(res.get("ablation_names", [])):
-                    eq = res[f"ablation_{i}"]
+                for key in (k_ for k_ in res if k_.startswith("extra_labels_")):
+                    lab_x = res[key]
                     rows.append(
                         {
                             **row,
-                            "method": f"{method} ({name})",
-                            "ari": adjusted_rand_score(lab[ok], eq[ok]),
-                            "nmi": normalized_mutual_info_score(lab[ok], eq[ok]),
-                            "n_domains": len(np.unique(eq)),
-                            "notes": f"the {method} models above, spatial_domains({name})",
+                            "method": f"{method} [{key.removeprefix('extra_labels_')}]",
+                            "ari": adjusted_rand_score(lab[ok], lab_x[ok]),
+                            "nmi": normalized_mutual_info_score(lab[ok], lab_x[ok]),
+                            "n_domains": len(np.unique(lab_x)),
+                            "notes": f"the {method} models, spatial_domains(method='kmeans')",
                             "auto_ari": np.nan,
                         }
                     )
@@ -310,6 +379,7 @@ def _report(table: pd.DataFrame, dataset: str, args, sections) -> None:
             "ARI": mean_sd(g["ari"]),
             "NMI": mean_sd(g["nmi"]),
             "time (s)": f"{g['time_s'].mean():.0f}",
+            "train (s)": f"{g['train_s'].mean():.0f}" if g["train_s"].notna().any() else "",
         }
         if "auto_ari" in g and g["auto_ari"].notna().any():
             row["auto ARI (n)"] = f"{mean_sd(g['auto_ari'])} ({g['auto_n'].mean():.1f})"
@@ -374,6 +444,11 @@ def main(argv: list[str] | None = None) -> int:
         help="scMSI training epochs (default: the package's, 400 below 20,000 spots)",
     )
     p.add_argument("--spagcn-python", default=DEFAULT_SPAGCN_PYTHON)
+    p.add_argument("--peers-python", default=DEFAULT_PEERS_PYTHON, help="BANKSY/GraphST/STAGATE")
+    p.add_argument(
+        "--peer-epochs", type=int, default=None, help="GraphST/STAGATE epochs (default: theirs)"
+    )
+    p.add_argument("--peer-seeds", type=int, default=None, help="GraphST/STAGATE seeds (cap)")
     p.add_argument("--no-histology", action="store_true", help="SpaGCN without the image")
     p.add_argument("--out", help="results folder (default benchmarks/results)")
     p.add_argument("--name", help="report name (default: the dataset)")

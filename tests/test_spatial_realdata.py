@@ -6,6 +6,7 @@ from sklearn.metrics import adjusted_rand_score
 
 import scmsi
 from scmsi import spatial as sp
+from scmsi.spatial.input import _standardise as standardise
 
 
 def _load(fn, *args):
@@ -51,10 +52,28 @@ def test_breast_cancer_image_only_domains_beat_random():
     a = _load(scmsi.datasets.breast_cancer_visium)
     assert a.shape == (3798, 0) and a.obs["domain"].nunique() == 20
     sp.image_features(a)
-    a.obsm["X_image_std"] = sp._standardise(a.obsm["X_image"])
+    a.obsm["X_image_std"] = standardise(a.obsm["X_image"])
     labels = scmsi.tl.spatial_domains(a, use_rep="X_image_std", n_domains=20, refine=True)
     truth = a.obs["domain"].to_numpy()
     ari = adjusted_rand_score(truth, labels)
     rng = np.random.default_rng(0)
     null = max(adjusted_rand_score(truth, rng.permutation(labels)) for _ in range(5))
     assert ari > 0.1 and ari > null + 0.08, (ari, null)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_dlpfc_section_domains_with_the_graph_encoder():
+    """The spatial model with the graph-aware encoder on a real section, briefly trained: the
+    encoder reads the neighbourhood and the domains follow the layers."""
+    a = _load(scmsi.datasets.dlpfc, "151674")
+    mdata, kinds = sp.to_mudata(a, graph_encoder=True)
+    assert mdata.uns["scmsi_context_layers"] == {"rna": "scmsi_neighbours"}
+    scmsi.SCMSI.setup_mudata(mdata, modalities=kinds)
+    model = scmsi.SCMSI(mdata, seed=0)
+    model.train(max_epochs=10, enable_progress_bar=False, early_stopping=False)
+    labels = scmsi.tl.spatial_domains(mdata, model, n_domains=7, seed=0)
+    assert model.module.anchor_in_rna.shape[1] == 2 * mdata["rna"].n_vars
+    truth = a.obs["domain"].astype(str).to_numpy()
+    ok = truth != "nan"
+    assert adjusted_rand_score(truth[ok], np.asarray(labels)[ok]) > 0.2

@@ -39,6 +39,14 @@ MASK_PREFIX = f"{KEY}_mask_"
 """Registry key of a modality's per-cell mask (``tensors[f"{MASK_PREFIX}<m>"]``)."""
 MODALITY_TYPES_KEY = "modality_types"
 """``uns["modality_types"]``: ``{modality: kind}`` as the loaders and ``to_mudata`` write it."""
+SPATIAL_KEY = "spatial"
+"""``obsm``: spot coordinates; ``uns``: images and scale factors; ``obsp["spatial_connectivities"]``
+(squidpy's names)."""
+CONTEXT_LAYERS_KEY = f"{KEY}_context_layers"
+"""``uns``: ``{modality: layer}`` with each cell's neighbourhood, read by ``setup_mudata``
+(graph-aware encoder; written by :func:`scmsi.spatial.to_mudata`)."""
+CONTEXT_LAYER = f"{KEY}_neighbours"
+"""The layer :func:`scmsi.spatial.to_mudata` writes: the mean of a spot's spatial neighbours."""
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from scvi.train import TrainingPlan
 from . import _validation as val
 from ._anchors import default_n_anchors, select_anchors
 from ._backed import dense, read_rows
+from ._constants import CONTEXT_LAYERS_KEY
 from ._fusion import (
     N_WEIGHT_DRAWS,
     Fusion,
@@ -86,6 +87,10 @@ _FROM_STATE = contextvars.ContextVar("scmsi_from_state", default=False)
 
 def _registry_key(name: str) -> str:
     return f"scmsi_{name}"
+
+
+def _context_registry_key(name: str) -> str:
+    return f"scmsi_context_{name}"
 
 
 _VALIDATION = AnnDataManagerValidationCheck(check_fully_paired_mudata=False)
@@ -258,12 +263,18 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             n_a = len(anchors)
             anchor_names = np.asarray(anchors, dtype=str)
             anchor_data = {s.name: np.zeros((n_a, s.n_features), np.float32) for s in specs}
+            anchor_context = {s.name: anchor_data[s.name] for s in specs if s.context_key}
             anchor_batch = np.zeros(n_a, dtype=int)
             anchor_cat_covs = None  # from the saved state
         else:
             anchor_names = np.asarray(self.adata.obs_names[anchor_idx])
             anchor_data = {
                 s.name: dense(read_rows(data[s.name], anchor_idx), np.float32) for s in specs
+            }
+            anchor_context = {
+                s.name: dense(read_rows(self._registered(s.context_key), anchor_idx), np.float32)
+                for s in specs
+                if s.context_key
             }
             anchor_batch = batch[anchor_idx]
             anchor_cat_covs = None if cat_covs is None else cat_covs[anchor_idx]
@@ -308,6 +319,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             lam=lam,
             locality=locality,
             protein_priors=priors,
+            anchor_context=anchor_context,
         )
         mods = ", ".join(f"{s.name} ({s.kind}, {s.n_features})" for s in specs)
         self._model_summary_string = (
@@ -333,6 +345,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         batch_mod: str | None = None,
         observed_keys: dict[str, str] | None = None,
         categorical_covariate_keys: list[str] | None = None,
+        context_layers: dict[str, str] | None = None,
         **kwargs,
     ):
         """Register a MuData for scMSI.
@@ -371,11 +384,23 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         categorical_covariate_keys
             Further categorical columns (donor, protocol...) that, like the batch, enter every
             encoder and decoder one-hot (scvi-tools' ``categorical_covariate_keys``).
+        context_layers
+            ``{modality: layer}``: a layer of ``mdata[modality]`` (same shape) holding each
+            cell's neighbourhood (e.g. the mean of its spatial neighbours); that modality's
+            encoder then reads ``[own input, neighbourhood input]`` (a graph-aware encoder
+            that keeps minibatches independent). Default: ``mdata.uns["scmsi_context_layers"]``
+            where present (written by :func:`scmsi.spatial.to_mudata`), for the modalities
+            modelled, else none; ``{}`` switches it off.
         """
+        from_uns = context_layers is None
         setup_method_args = cls._get_setup_method_args(**locals())
         if modalities is None:
             modalities = modality_kinds(mdata)
             setup_method_args["setup_args"]["modalities"] = modalities
+        if from_uns:  # the data's own record, for the modalities modelled
+            declared = mdata.uns.get(CONTEXT_LAYERS_KEY, {})
+            context_layers = {m: declared[m] for m in declared if m in modalities}
+            setup_method_args["setup_args"]["context_layers"] = context_layers
         left_out = [m for m in mdata.mod if m not in modalities]
         if left_out:
             warnings.warn(
@@ -401,6 +426,17 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 )
             if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
                 raise ValueError(f"Modality name {name!r}: use letters, digits, '_' or '-'.")
+        for name, layer in context_layers.items():
+            if name not in modalities:
+                raise KeyError(f"context_layers names {name!r}, not a registered modality.")
+            if layer not in mdata.mod[name].layers:
+                raise KeyError(
+                    f"Context layer {layer!r} not in mdata['{name}'].layers "
+                    f"(has {list(mdata.mod[name].layers)}); pass context_layers={{}} to fit "
+                    "without it."
+                )
+            if modalities[name] == "accessibility":
+                raise ValueError(f"context_layers: not supported for accessibility ({name!r}).")
         observed_keys = dict(observed_keys or {})
         unknown = set(observed_keys) - set(modalities)
         if unknown:
@@ -452,6 +488,16 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             mudata_fields.append(
                 MuDataObservedField(mask_registry_key(name), name, observed_keys.get(name))
             )
+            if name in context_layers:
+                mudata_fields.append(
+                    fields.MuDataLayerField(
+                        _context_registry_key(name),
+                        context_layers[name],
+                        mod_key=name,
+                        is_count_data=False,
+                        mod_required=True,
+                    )
+                )
         adata_manager = AnnDataManager(
             fields=mudata_fields,
             setup_method_args=setup_method_args,
@@ -531,7 +577,9 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         for name, kind in kinds.items():
             key = _registry_key(name)
             n_features = len(self._feature_names(key, manager))
-            specs.append(ModalitySpec(name, kind, n_features, key))
+            ctx = _context_registry_key(name)
+            ctx = ctx if ctx in manager.data_registry else None
+            specs.append(ModalitySpec(name, kind, n_features, key, ctx))
         return specs
 
     @staticmethod

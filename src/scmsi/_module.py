@@ -29,12 +29,18 @@ _N_FINGERPRINTS = 3
 
 @dataclass(frozen=True)
 class ModalitySpec:
-    """One modality: its name, type (a key of ``HEADS``), width and registry key."""
+    """One modality: its name, type (a key of ``HEADS``), width and registry key.
+
+    ``context_key``: registry key of the modality's neighbourhood input (e.g. the mean of a
+    spot's spatial neighbours, :func:`scmsi.spatial.to_mudata`), ``(N, n_features)``; the
+    encoder then reads ``[own input, neighbourhood input]``. None: the encoder reads the cell.
+    """
 
     name: str
     kind: str
     n_features: int
     registry_key: str
+    context_key: str | None = None
 
 
 class SCMSIModule(BaseModuleClass):
@@ -94,6 +100,9 @@ class SCMSIModule(BaseModuleClass):
         elastic net.
     protein_priors
         ``{name: (mean, scale)}``, each ``(P, n_batch)``, for ``protein`` modalities.
+    anchor_context
+        Neighbourhood input of the anchors, ``{name: (A, F_m)}``, for the modalities with a
+        ``context_key``.
     """
 
     def __init__(
@@ -118,6 +127,7 @@ class SCMSIModule(BaseModuleClass):
         lam: float = 0.9,
         locality: bool = True,
         protein_priors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        anchor_context: dict[str, np.ndarray] | None = None,
     ):
         super().__init__()
         self.modalities = list(modalities)
@@ -136,8 +146,10 @@ class SCMSIModule(BaseModuleClass):
         gen = torch.Generator().manual_seed(0)
         for spec in self.modalities:
             sparse_input = spec.kind == "accessibility"
+            if spec.context_key is not None and sparse_input:
+                raise ValueError("A neighbourhood input is not supported for accessibility.")
             self.encoders[spec.name] = make_encoder(
-                spec.n_features,
+                spec.n_features * (2 if spec.context_key is not None else 1),
                 n_latent,
                 n_batch,
                 n_hidden,
@@ -161,6 +173,11 @@ class SCMSIModule(BaseModuleClass):
             self.heads[spec.name] = HEADS[spec.kind](spec.n_features, n_latent, n_batch, **kwargs)
             xa = torch.as_tensor(np.asarray(anchor_data[spec.name]), dtype=torch.float32)
             self.register_buffer(f"anchor_x_{spec.name}", xa)
+            if spec.context_key is not None:
+                xc = np.asarray((anchor_context or {})[spec.name])
+                self.register_buffer(
+                    f"anchor_ctx_{spec.name}", torch.as_tensor(xc, dtype=torch.float32)
+                )
             self.register_buffer(f"anchor_in_{spec.name}", None, persistent=False)
             self.register_buffer(
                 f"fingerprint_{spec.name}",
@@ -207,12 +224,32 @@ class SCMSIModule(BaseModuleClass):
         anchors = {s.name: self.anchor_x(s.name) for s in self.modalities}
         self.anchor_fingerprint = self._fingerprint(anchors)
         for s in self.modalities:
-            xin = self.heads[s.name].encoder_input(anchors[s.name])
+            ctx = getattr(self, f"anchor_ctx_{s.name}", None)
+            xin = self.encoder_input(s.name, anchors[s.name], ctx)
             setattr(
                 self,
                 f"anchor_in_{s.name}",
                 xin.to_sparse_csr() if s.kind == "accessibility" else xin,
             )
+
+    def encoder_input(
+        self, name: str, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """What modality ``name``'s encoder reads: its head's transform of ``x`` ``(B, F)``,
+        followed, for a modality with a neighbourhood input, by the same transform of
+        ``context`` ``(B, F)`` -> ``(B, 2F)``. Minibatches stay independent: the neighbourhood
+        is an input column block, precomputed once (O(N k F)), not a graph in the batch."""
+        head = self.heads[name]
+        xin = head.encoder_input(x)
+        if self._context_keys.get(name) is None:
+            return xin
+        if context is None:
+            raise ValueError(f"Modality {name!r} needs its neighbourhood input.")
+        return torch.cat([xin, head.encoder_input(context)], -1)
+
+    @property
+    def _context_keys(self) -> dict[str, str | None]:
+        return {s.name: s.context_key for s in self.modalities}
 
     def _fingerprint(self, xs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Random projections of all modalities, ``(B, 3)``: equal rows = the same cell."""
@@ -234,6 +271,7 @@ class SCMSIModule(BaseModuleClass):
             "xs": {s.name: tensors[s.registry_key] for s in self.modalities},
             "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
             "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
+            "contexts": {s.name: tensors[s.context_key] for s in self.modalities if s.context_key},
             "observed": {
                 s.name: tensors[mask_registry_key(s.name)]
                 for s in self.modalities
@@ -295,11 +333,13 @@ class SCMSIModule(BaseModuleClass):
         cat_covs: torch.Tensor | None = None,
         use_mean: bool = False,
         z_anchor: dict[str, torch.Tensor] | None = None,
+        contexts: dict[str, torch.Tensor] | None = None,
     ) -> dict:
         """Encode every modality and self-express it over the anchors.
 
         ``z_anchor``: the anchors' latents from :meth:`anchor_latents`, reused across the
         minibatches of an evaluation pass (with ``use_mean``); None encodes them here.
+        ``contexts``: neighbourhood inputs ``{name: (B, F)}`` of the modalities that have one.
 
         Returns
         -------
@@ -313,8 +353,9 @@ class SCMSIModule(BaseModuleClass):
         cats, anchor_cats = self._cats(cat_covs), self._anchor_cats()
         out: dict[str, dict] = {k: {} for k in ("qz", "z", "z_anchor", "coef", "z_hat")}
         for spec in self.modalities:
-            name, head, enc = spec.name, self.heads[spec.name], self.encoders[spec.name]
-            qz_m, qz_v, z = enc(head.encoder_input(xs[name]), batch_index, *cats)
+            name, enc = spec.name, self.encoders[spec.name]
+            xin = self.encoder_input(name, xs[name], (contexts or {}).get(name))
+            qz_m, qz_v, z = enc(xin, batch_index, *cats)
             if use_mean:
                 z = qz_m
             if z_anchor is not None:
@@ -351,6 +392,7 @@ class SCMSIModule(BaseModuleClass):
         decode_batch: torch.Tensor | None = None,
         sample: bool = False,
         include_protein_background: bool = False,
+        contexts: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode ``target`` from the mean coefficients of the observed ``sources``.
 
@@ -366,14 +408,15 @@ class SCMSIModule(BaseModuleClass):
         mask = self.self_mask(xs)
         obs = self._observed(xs, observed)
         coefs = []
+        contexts = {k: v.to(self.device) for k, v in (contexts or {}).items()}
         for m in sources:
-            enc, head = self.encoders[m], self.heads[m]
-            qz_m, _, z = enc(head.encoder_input(xs[m]), batch_index, *cats)
-            za = enc(head.encoder_input(self.anchor_x(m)), self.anchor_batch, *anchor_cats)[0]
+            enc = self.encoders[m]
+            qz_m, _, z = enc(self.encoder_input(m, xs[m], contexts.get(m)), batch_index, *cats)
+            za = enc(getattr(self, f"anchor_in_{m}"), self.anchor_batch, *anchor_cats)[0]
             coefs.append(self.senets[m](z if sample else qz_m, za, mask))
         coef, has_source = self._mean_over(coefs, [obs[m] for m in sources])
         enc, head = self.encoders[target], self.heads[target]
-        za_t = enc(head.encoder_input(self.anchor_x(target)), self.anchor_batch, *anchor_cats)[0]
+        za_t = enc(getattr(self, f"anchor_in_{target}"), self.anchor_batch, *anchor_cats)[0]
         b = batch_index if decode_batch is None else decode_batch.to(self.device)
         params = head.decode(coef @ za_t, xs[target], b, *cats)
         return expression(head, params, include_protein_background), has_source

@@ -569,7 +569,7 @@ _TENX_FILES = ("filtered_feature_bc_matrix.h5", "spatial.tar.gz")
 
 def _visium_10x(name: str, subdir: str) -> ad.AnnData:
     """Download (once) and read a public 10x Visium dataset."""
-    from .spatial import read_visium
+    from .spatial.io import read_visium
 
     folder = data_dir() / subdir
     if not (folder / "filtered_feature_bc_matrix.h5").is_file():
@@ -609,7 +609,7 @@ def dlpfc(section: str = "151674") -> ad.AnnData:
         raise ValueError(f"DLPFC section must be one of {DLPFC_SECTIONS}, got {section!r}.")
     folder = data_dir() / "dlpfc"
     if section == "151510":
-        from .spatial import read_visium
+        from .spatial.io import read_visium
 
         adata = read_visium(folder / "151510", library_id="151510")
         meta = pd.read_csv(folder / "151510" / "metadata.tsv", sep="\t", index_col=0)
@@ -651,7 +651,7 @@ def her2st(section: str = "A1", image: bool = True) -> ad.AnnData:
     -------
     AnnData read with :func:`scmsi.spatial.read_st`; ``obs["domain"]`` = pathologist label.
     """
-    from .spatial import read_st
+    from .spatial.io import read_st
 
     if section not in HER2ST_SECTIONS:
         raise ValueError(f"her2st section must be one of {HER2ST_SECTIONS}, got {section!r}.")
@@ -688,7 +688,7 @@ def breast_cancer_visium(with_expression: bool = False) -> ad.AnnData:
     AnnData with ``obsm["spatial"]``, ``uns["spatial"]`` (``lowres`` image), ``obs["domain"]``
     (``fine_annot_type``, 20 regions) and ``obs["annot_type"]`` (4 classes).
     """
-    from .spatial import read_visium
+    from .spatial.io import read_visium
 
     folder = data_dir() / "breast_cancer_visium"
     if with_expression:

@@ -139,7 +139,7 @@ def spatial_domains(
     image
         Draw the H&E under the spots when there is one.
     """
-    from .spatial import get_image
+    from .spatial.io import get_image
 
     xy = np.asarray(data.obsm["spatial"], dtype=float)
     img, scale = None, 1.0

@@ -9,17 +9,12 @@ image and niche features
 """
 
 from ._mosaic import pad_modalities
-from .spatial import (
-    color_texture_features,
-    crop_tiles,
-    image_features,
-    niche_features,
-    read_st,
-    read_visium,
-    spatial_graph,
-    spatial_neighbors,
-    to_mudata,
-)
+
+# from the spatial modules themselves, not the package: one floor lower
+from .spatial.graph import spatial_graph, spatial_neighbors
+from .spatial.image import color_texture_features, crop_tiles, image_features
+from .spatial.input import niche_features, to_mudata
+from .spatial.io import read_st, read_visium
 
 __all__ = [
     "color_texture_features",

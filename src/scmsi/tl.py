@@ -51,7 +51,8 @@ from ._constants import KEY, X_KEY, OutputKeys
 from ._fusion import Fusion, check_fusion, fusion_scale
 
 if TYPE_CHECKING:  # at run time, looked up by __getattr__ below
-    from .spatial import refine_domains, smooth, spatial_domains
+    from .spatial.domains import refine_domains, spatial_domains
+    from .spatial.graph import smooth
 
 
 def embed_and_cluster(
@@ -302,9 +303,11 @@ _SPATIAL = ("refine_domains", "smooth", "spatial_domains")
 
 def __getattr__(name: str):
     if name in _SPATIAL:
-        from . import spatial
+        from .spatial.domains import refine_domains, spatial_domains
+        from .spatial.graph import smooth
 
-        return getattr(spatial, name)
+        tools = {"refine_domains": refine_domains, "smooth": smooth}
+        return tools.get(name, spatial_domains)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
