@@ -170,12 +170,31 @@ def fuzzy_connectivities(indices: np.ndarray, distances: np.ndarray) -> sparse.c
     first = positive.argmax(1)
     rho = np.where(positive.any(1), d[np.arange(n), first], 0).astype(np.float32)
     target = np.float64(np.log2(k))
+    shifted = d - rho[:, None]
+    with np.errstate(over="ignore"):  # exp of the skipped (d <= rho) terms; lo + hi at max
+        sigma = _bisect_sigma(shifted, target, n, k)
+    floor = np.where(rho > 0, d.mean(1), d.mean()).astype(np.float32) * np.float32(1e-3)
+    sigma = np.maximum(sigma, floor)
+    with np.errstate(over="ignore"):
+        w = np.exp(-(shifted / sigma[:, None]))
+    w = np.where((shifted <= 0) | (sigma[:, None] == 0), np.float32(1.0), w).astype(np.float32)
+    w[indices == np.arange(n)[:, None]] = 0  # no self-loops
+    graph = sparse.coo_matrix((w.ravel(), (np.repeat(np.arange(n), k), indices.ravel())), (n, n))
+    graph.eliminate_zeros()
+    graph = graph.tocsr()
+    t = graph.T.tocsr()
+    graph = graph + t - graph.multiply(t)
+    graph.eliminate_zeros()
+    return sparse.csr_matrix(graph, dtype=np.float32)
+
+
+def _bisect_sigma(shifted: np.ndarray, target: float, n: int, k: int) -> np.ndarray:
+    """UMAP's bisection for each cell's sigma, all cells at once (float32 as UMAP)."""
     fmax = np.float32(np.finfo(np.float32).max)
     lo = np.zeros(n, np.float32)
     hi = np.full(n, fmax, np.float32)
     mid = np.ones(n, np.float32)
     todo = np.ones(n, bool)
-    shifted = d - rho[:, None]
     for _ in range(64):
         psum = np.zeros(n, np.float32)
         for j in range(1, k):  # summed in UMAP's order, in float32
@@ -190,19 +209,7 @@ def fuzzy_connectivities(indices: np.ndarray, distances: np.ndarray) -> sparse.c
         lo = np.where(below, mid, lo)
         half = (lo + hi) / np.float32(2.0)
         mid = np.where(above | (below & (hi < fmax)), half, np.where(below, mid * 2, mid))
-    floor = np.where(rho > 0, d.mean(1), d.mean()).astype(np.float32) * np.float32(1e-3)
-    sigma = np.maximum(mid, floor)
-    with np.errstate(over="ignore"):
-        w = np.exp(-(shifted / sigma[:, None]))
-    w = np.where((shifted <= 0) | (sigma[:, None] == 0), np.float32(1.0), w).astype(np.float32)
-    w[indices == np.arange(n)[:, None]] = 0  # no self-loops
-    graph = sparse.coo_matrix((w.ravel(), (np.repeat(np.arange(n), k), indices.ravel())), (n, n))
-    graph.eliminate_zeros()
-    graph = graph.tocsr()
-    t = graph.T.tocsr()
-    graph = graph + t - graph.multiply(t)
-    graph.eliminate_zeros()
-    return sparse.csr_matrix(graph, dtype=np.float32)
+    return mid
 
 
 def knn_graph(
