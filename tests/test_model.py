@@ -103,3 +103,34 @@ def test_unknown_modality_names(trained, bad):
     model, _ = trained
     with pytest.raises(ValueError, match="Unknown modality"):
         model.get_latent_representation(modality=bad)
+
+
+class _FakeTrainer:
+    def __init__(self):
+        self.current_epoch, self.callback_metrics, self.should_stop = 0, {}, False
+
+
+def _run_converged(values, start=0, key="elbo_validation"):
+    from scmsi._model import _Converged
+
+    rule, trainer = _Converged(start), _FakeTrainer()
+    for epoch, v in enumerate(values):
+        trainer.current_epoch, trainer.callback_metrics = epoch, {key: v}
+        rule.on_train_epoch_end(trainer, None)
+        if trainer.should_stop:
+            return epoch
+    return None
+
+
+def test_converged_stops_on_a_plateau_only():
+    """The ELBO's relative improvement over 20 epochs decides; pre-training is not counted."""
+    decay = 1000 + 500 * np.exp(-np.arange(400) / 30.0)  # plateaus after ~150 epochs
+    stop = _run_converged(decay)
+    # stops where 20 epochs improve the (5-epoch mean) ELBO by < 0.1%, not before
+    assert stop is not None and 120 < stop < 200
+    before = decay[stop - 24 : stop - 19].mean() - decay[stop - 4 : stop + 1].mean()
+    assert before < 1e-3 * decay[stop - 4 : stop + 1].mean()
+    assert _run_converged(decay, start=300) >= 300 + 24  # counted after pre-training
+    assert _run_converged(1000 - np.arange(400.0)) is None  # steady progress: runs on
+    # without a validation set, the training ELBO is read
+    assert _run_converged(decay, key="elbo_train") == stop

@@ -703,8 +703,10 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         batch_size
             Minibatch size.
         early_stopping
-            Stop when the validation ELBO has not improved for 45 epochs (counted from the end
-            of pre-training).
+            Stop when the validation ELBO has converged: when it has improved by less than
+            0.1% over the last 20 epochs (:class:`_Converged`), or not at all for 45 epochs
+            (scvi-tools' rule). Both count from the end of pre-training. Without it, training
+            runs ``max_epochs``.
         pretrain_fraction
             Share of ``max_epochs`` during which decoders read ``z`` while the self-expressive
             networks learn to rebuild it (as deep subspace clustering pre-trains its
@@ -752,6 +754,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         callbacks = list(kwargs.pop("callbacks", None) or []) + [_DecodeRebuiltAfter(n_pre), guard]
         if early_stopping:
             kwargs.setdefault("early_stopping_warmup_epochs", n_pre)
+            callbacks.append(_Converged(n_pre))
         kwargs.setdefault(
             "log_every_n_steps",
             log_every_n_steps(self.adata.n_obs, batch_size, kwargs.get("train_size")),
@@ -1435,6 +1438,39 @@ class _DecodeRebuiltAfter(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         pl_module.module.decode_rebuilt.fill_(True)
+
+
+class _Converged(Callback):
+    """Stop once the ELBO has improved by less than ``rel_tol`` (relative) over ``window`` epochs.
+
+    A plateau rule on the (unweighted) ELBO, the same for every data set and label-free: the
+    mean over the last ``smooth`` epochs is compared with the mean ``window`` epochs earlier.
+    It reads the validation ELBO, or the training ELBO without a validation set. Epochs before
+    ``start`` (pre-training, whose objective changes at its end) are not counted. scvi-tools'
+    patience rule alone (no improvement for 45 epochs) almost never fires on a slowly improving
+    ELBO, and training ran the full ``max_epochs``.
+    """
+
+    def __init__(self, start: int, window: int = 20, smooth: int = 5, rel_tol: float = 1e-3):
+        self.start, self.window, self.smooth, self.rel_tol = start, window, smooth, rel_tol
+        self.values: list[float] = []
+        self.stopped_epoch: int | None = None
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch < self.start:
+            return
+        metrics = trainer.callback_metrics
+        value = metrics.get("elbo_validation", metrics.get("elbo_train"))
+        if value is None:
+            return
+        self.values.append(float(value))
+        v, w, s = self.values, self.window, self.smooth
+        if len(v) < w + s:
+            return
+        now, before = np.mean(v[-s:]), np.mean(v[-w - s : -w])
+        if before - now < self.rel_tol * abs(now):
+            self.stopped_epoch = trainer.current_epoch
+            trainer.should_stop = True
 
 
 class _TrainingGuard(Callback):
