@@ -110,27 +110,48 @@ class _FakeTrainer:
         self.current_epoch, self.callback_metrics, self.should_stop = 0, {}, False
 
 
-def _run_converged(values, start=0, key="elbo_validation"):
-    from scmsi._model import _Converged
+class _FakeModule:
+    def __init__(self):
+        import torch
 
-    rule, trainer = _Converged(start), _FakeTrainer()
+        self.module = type("M", (), {"decode_rebuilt": torch.tensor(False)})()
+
+
+def _train(values, n_pre=0, early=True, key="elbo_validation"):
+    """Feed an ELBO curve to the phase switch and the stopping rule as Lightning would."""
+    from scmsi._model import _Converged, _DecodeRebuiltAfter
+
+    switch = _DecodeRebuiltAfter(n_pre, early=early)
+    rule, trainer, pl = _Converged(switch), _FakeTrainer(), _FakeModule()
     for epoch, v in enumerate(values):
-        trainer.current_epoch, trainer.callback_metrics = epoch, {key: v}
-        rule.on_train_epoch_end(trainer, None)
+        trainer.current_epoch = epoch
+        switch.on_train_epoch_start(trainer, pl)
+        trainer.callback_metrics = {key: v}
+        switch.on_train_epoch_end(trainer, pl)
+        rule.on_train_epoch_end(trainer, pl)
         if trainer.should_stop:
-            return epoch
-    return None
+            return switch.switched_at, epoch
+    return switch.switched_at, None
 
 
-def test_converged_stops_on_a_plateau_only():
+def test_training_stops_on_a_plateau_only():
     """The ELBO's relative improvement over 20 epochs decides; pre-training is not counted."""
+    from scmsi._model import _plateaued
+
     decay = 1000 + 500 * np.exp(-np.arange(400) / 30.0)  # plateaus after ~150 epochs
-    stop = _run_converged(decay)
-    # stops where 20 epochs improve the (5-epoch mean) ELBO by < 0.1%, not before
+    _, stop = _train(decay)
     assert stop is not None and 120 < stop < 200
-    before = decay[stop - 24 : stop - 19].mean() - decay[stop - 4 : stop + 1].mean()
-    assert before < 1e-3 * decay[stop - 4 : stop + 1].mean()
-    assert _run_converged(decay, start=300) >= 300 + 24  # counted after pre-training
-    assert _run_converged(1000 - np.arange(400.0)) is None  # steady progress: runs on
-    # without a validation set, the training ELBO is read
-    assert _run_converged(decay, key="elbo_train") == stop
+    assert _plateaued(decay[: stop + 1]) and not _plateaued(decay[:stop])
+    assert _train(1000 - np.arange(400.0))[1] is None  # steady progress: runs on
+    assert _train(decay, key="elbo_train")[1] == stop  # no validation set: training ELBO
+
+
+def test_pre_training_ends_when_it_has_converged():
+    decay = 1000 + 500 * np.exp(-np.arange(400) / 30.0)
+    switched, stop = _train(np.concatenate([decay[:300], 2 * decay]), n_pre=300)
+    assert 120 < switched < 200  # pre-training converged long before its 300 epochs
+    assert stop >= switched + 24  # the stopping rule counts from the switch only
+    switched, _ = _train(1000 - np.arange(400.0), n_pre=100)
+    assert switched == 100  # never converged: at most n_pre epochs
+    switched, stop = _train(decay, n_pre=100, early=False)
+    assert switched == 100  # early_stopping=False: the full pre-training

@@ -16,7 +16,8 @@ Everything is written where scanpy and muon look for it, on the MuData (or AnnDa
 ``obs["scmsi_leiden"]``             Leiden clusters on that graph (``uns["scmsi_leiden"]``:
                                     resolution)
 ``obs["scmsi_kmeans"]``             k-means clusters (when ``n_clusters`` is given)
-``obsm["X_umap"]``                  UMAP of the graph
+``obsm["X_umap"]``                  UMAP of the graph (``umap=True``, :func:`umap`, or on
+                                    first use by :func:`scmsi.pl.umap`)
 ==================================  ====================================================
 """
 
