@@ -117,21 +117,71 @@ def test_coefficient_pca_sparse_input():
     assert np.allclose(proj, emb_s, atol=1e-4)
 
 
-@pytest.mark.slow
-def test_knn_transformer_large_data():
-    """Approximate k-NN above 8,192 cells (scanpy's default fails there with pynndescent 0.7)."""
+def _blobs(n: int, dim: int = 5, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, dim)) * 4
+    return (centres[rng.integers(0, 4, n)] + rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def test_knn_graph_is_scanpys_graph():
+    """Exact k-NN and UMAP connectivities as scanpy's, with the same Leiden labels."""
     import anndata as ad
     import pandas as pd
-    from sklearn.neighbors import NearestNeighbors
 
-    assert scmsi.tl.knn_transformer(8000) is None
-    x = np.random.default_rng(0).normal(size=(9000, 5)).astype(np.float32)
+    x = _blobs(600)
     a = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(x))]))
     a.obsm["e"] = x
-    sc.pp.neighbors(a, n_neighbors=10, use_rep="e", transformer=scmsi.tl.knn_transformer(9000))
+    sc.pp.neighbors(a, use_rep="e", random_state=0)
+    dist, conn = _cluster.knn_graph(x, 15)
+    assert (conn != conn.T).nnz == 0 and conn.diagonal().max() == 0
+    assert (conn != 0).nnz == (a.obsp["connectivities"] != 0).nnz
+    # float32 exp of numpy vs numba's: a few ulps apart
+    assert abs(conn - a.obsp["connectivities"]).max() < 1e-5
+    np.testing.assert_allclose(dist.toarray(), a.obsp["distances"].toarray(), atol=1e-5)
+    for r in (0.5, 1.0):
+        assert (_cluster.leiden(conn, r) == _cluster.leiden(a.obsp["connectivities"], r)).all()
+
+
+def test_knn_puts_each_cell_first_despite_duplicates():
+    x = _blobs(100)
+    x[50:60] = x[50]  # ten identical cells
+    idx, dist = _cluster.knn(x, 15)
+    assert (idx[:, 0] == np.arange(100)).all() and (dist[:, 0] == 0).all()
+    assert all(len(set(row)) == 15 for row in idx)
+    assert (np.diff(dist[:, 1:], axis=1) >= 0).all()
+    _, conn = _cluster.knn_graph(x, 15)
+    assert conn.diagonal().max() == 0 and conn[50, 51] == 1.0  # duplicates: fully connected
+
+
+def test_knn_graph_tiny_data():
+    dist, conn = _cluster.knn_graph(_blobs(10), 15)  # scanpy's rule: 1 + N // 2 neighbours
+    assert (dist.getnnz(1) == 5).all() and conn.shape == (10, 10)
+
+
+def test_knn_graph_compiles_nothing():
+    """No numba on the exact path: a first call in a fresh process stays fast."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from scmsi import _cluster; "
+        "_cluster.knn_graph(np.random.default_rng(0).normal(size=(300, 4)), 15); "
+        "print(sorted(m for m in ('umap', 'pynndescent') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_knn_graph_large_data():
+    """Approximate k-NN above EXACT_KNN_MAX cells: high recall, scanpy's connectivities."""
+    from sklearn.neighbors import NearestNeighbors
+
+    x = np.random.default_rng(0).normal(size=(_cluster.EXACT_KNN_MAX + 800, 5))
+    idx, dist = _cluster.knn(x, 10)
+    assert (idx[:, 0] == np.arange(len(x))).all()
     exact = NearestNeighbors(n_neighbors=10).fit(x).kneighbors(x[:300])[1][:, 1:]
-    found = a.obsp["distances"][:300]
-    recall = np.mean([len(set(exact[i]) & set(found[i].indices)) / 9 for i in range(300)])
+    recall = np.mean([len(set(exact[i]) & set(idx[i, 1:])) / 9 for i in range(300)])
     assert recall > 0.95
 
 

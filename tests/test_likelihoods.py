@@ -89,3 +89,23 @@ def test_accessibility_binarises_counts():
 def test_unknown_likelihoods_rejected():
     with pytest.raises(ValueError, match="bernoulli"):
         HEADS["accessibility"](n_features=5, n_latent=3, n_batch=1, likelihood="gaussian")
+
+
+def test_nb_log_prob_sum_is_scvis_nb():
+    """Value and gradients of scvi-tools' NegativeBinomial, the dispersion kept per gene."""
+    from scvi.distributions import NegativeBinomial
+
+    from scmsi._likelihoods import nb_log_prob_sum
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.poisson(torch.rand(32, 50, generator=gen) * 5)
+    mu = (torch.rand(32, 50, generator=gen) * 5 + 0.01).requires_grad_()
+    log_theta = torch.randn(50, generator=gen).requires_grad_()
+    ours = nb_log_prob_sum(x, mu, log_theta.exp())
+    theirs = NegativeBinomial(mu=mu, theta=log_theta.exp()).log_prob(x).sum(-1)
+    assert ours.shape == (32,)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-3)
+    g_ours = torch.autograd.grad(ours.sum(), [mu, log_theta])
+    g_theirs = torch.autograd.grad(theirs.sum(), [mu, log_theta])
+    for a, b in zip(g_ours, g_theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -103,3 +103,55 @@ def test_unknown_modality_names(trained, bad):
     model, _ = trained
     with pytest.raises(ValueError, match="Unknown modality"):
         model.get_latent_representation(modality=bad)
+
+
+class _FakeTrainer:
+    def __init__(self):
+        self.current_epoch, self.callback_metrics, self.should_stop = 0, {}, False
+
+
+class _FakeModule:
+    def __init__(self):
+        import torch
+
+        self.module = type("M", (), {"decode_rebuilt": torch.tensor(False)})()
+
+
+def _train(values, n_pre=0, early=True, key="elbo_validation"):
+    """Feed an ELBO curve to the phase switch and the stopping rule as Lightning would."""
+    from scmsi._model import _Converged, _DecodeRebuiltAfter
+
+    switch = _DecodeRebuiltAfter(n_pre, early=early)
+    rule, trainer, pl = _Converged(switch), _FakeTrainer(), _FakeModule()
+    for epoch, v in enumerate(values):
+        trainer.current_epoch = epoch
+        switch.on_train_epoch_start(trainer, pl)
+        trainer.callback_metrics = {key: v}
+        switch.on_train_epoch_end(trainer, pl)
+        rule.on_train_epoch_end(trainer, pl)
+        if trainer.should_stop:
+            return switch.switched_at, epoch
+    return switch.switched_at, None
+
+
+def test_training_stops_on_a_plateau_only():
+    """The ELBO's relative improvement over 20 epochs decides; pre-training is not counted."""
+    from scmsi._model import _plateaued
+
+    decay = 1000 + 500 * np.exp(-np.arange(400) / 30.0)  # plateaus after ~150 epochs
+    _, stop = _train(decay)
+    assert stop is not None and 120 < stop < 200
+    assert _plateaued(decay[: stop + 1]) and not _plateaued(decay[:stop])
+    assert _train(1000 - np.arange(400.0))[1] is None  # steady progress: runs on
+    assert _train(decay, key="elbo_train")[1] == stop  # no validation set: training ELBO
+
+
+def test_pre_training_ends_when_it_has_converged():
+    decay = 1000 + 500 * np.exp(-np.arange(400) / 30.0)
+    switched, stop = _train(np.concatenate([decay[:300], 2 * decay]), n_pre=300)
+    assert 120 < switched < 200  # pre-training converged long before its 300 epochs
+    assert stop >= switched + 24  # the stopping rule counts from the switch only
+    switched, _ = _train(1000 - np.arange(400.0), n_pre=100)
+    assert switched == 100  # never converged: at most n_pre epochs
+    switched, stop = _train(decay, n_pre=100, early=False)
+    assert switched == 100  # early_stopping=False: the full pre-training

@@ -25,6 +25,42 @@ def test_embed_and_cluster_writes_scanpy_keys(trained):
 
 
 @pytest.mark.slow
+def test_umap_only_when_asked(trained):
+    """umap=False writes no UMAP and the same clusters; pl.umap computes it on demand."""
+    model, md = trained
+    without, with_umap = md.copy(), md.copy()
+    scmsi.tl.embed_and_cluster(without, model, n_clusters=3, seed=1)
+    scmsi.tl.embed_and_cluster(with_umap, model, n_clusters=3, seed=1, umap=True)
+    assert "X_umap" not in without.obsm and with_umap.obsm["X_umap"].shape == (md.n_obs, 2)
+    for key in ("scmsi_leiden", "scmsi_kmeans"):
+        assert (without.obs[key] == with_umap.obs[key]).all(), key
+    for key in ("scmsi_connectivities", "scmsi_distances"):
+        assert (without.obsp[key] != with_umap.obsp[key]).nnz == 0, key
+    assert without.uns["scmsi"]["params"]["n_neighbors"] == 15
+    scmsi.pl.umap(without)  # computed with the run's seed: the same layout
+    np.testing.assert_allclose(without.obsm["X_umap"], with_umap.obsm["X_umap"], atol=1e-5)
+    # scanpy's own UMAP runs on the graph as written
+    sc.tl.umap(_graph_only(without), neighbors_key="scmsi")
+
+
+def _graph_only(md):
+    ad = md["rna"].copy()
+    for k in ("scmsi_connectivities", "scmsi_distances"):
+        ad.obsp[k] = md.obsp[k]
+    ad.obsm["X_scmsi"] = md.obsm["X_scmsi"]
+    ad.uns["scmsi"] = md.uns["scmsi"]
+    return ad
+
+
+def test_umap_needs_a_graph():
+    ad = sc.AnnData(np.zeros((5, 2), dtype=np.float32))
+    with pytest.raises(KeyError, match="embed_and_cluster"):
+        scmsi.tl.umap(ad)
+    with pytest.raises(KeyError, match="embed_and_cluster"):
+        scmsi.pl.umap(ad)
+
+
+@pytest.mark.slow
 def test_spectral_clustering_on_graph(trained):
     model, md = trained
     scmsi.tl.embed_and_cluster(md, model, n_clusters=3, cluster_method="spectral", umap=False)
@@ -73,10 +109,12 @@ def test_precision_fusion_maps_new_cells_as_the_reference(trained):
 def test_key_added_keeps_the_first_run(trained):
     model, md = trained
     md = md.copy()
-    scmsi.tl.embed_and_cluster(md, model, n_clusters=3)
+    scmsi.tl.embed_and_cluster(md, model, n_clusters=3, umap=True)
     first = {k: np.array(md.obsm[k]) for k in ("X_scmsi", "X_umap")}
     leiden = md.obs["scmsi_leiden"].copy()
-    scmsi.tl.embed_and_cluster(md, model, fusion="adaptive", n_clusters=2, key_added="foo")
+    scmsi.tl.embed_and_cluster(
+        md, model, fusion="adaptive", n_clusters=2, key_added="foo", umap=True
+    )
     for k, v in first.items():
         np.testing.assert_array_equal(md.obsm[k], v)  # the first run is left as it was
     assert (md.obs["scmsi_leiden"] == leiden).all()

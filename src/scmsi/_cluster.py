@@ -103,29 +103,131 @@ def anchor_spectral_embedding(coef, n_comps: int = 10) -> np.ndarray:
     return emb.astype(np.float32)
 
 
-def knn_transformer(n_obs: int, n_neighbors: int = 15, seed: int = 0):
-    """The k-NN search of :func:`scanpy.pp.neighbors` for ``n_obs`` cells.
+EXACT_KNN_MAX = 8192
+"""Below this many cells the k-NN search is exact (brute force), above it approximate."""
 
-    None (scanpy's exact search) below 8,192 cells; above, approximate nearest neighbours with
-    pynndescent and scanpy's (UMAP's) settings, O(N log N). scanpy 1.11 reads that k-NN
-    matrix with ``getnnz``, which the scipy sparse *array* returned by recent pynndescent
-    lacks, so its default fails on large data; this one returns a ``csr_matrix``.
+
+def knn(
+    embedding: np.ndarray, n_neighbors: int = 15, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's ``n_neighbors`` nearest cells (itself first), Euclidean.
+
+    Exact brute force (scikit-learn) below :data:`EXACT_KNN_MAX` cells, as scanpy's default;
+    above, approximate nearest neighbours with pynndescent and UMAP's settings, O(N log N),
+    the same search :func:`scanpy.pp.neighbors` runs there. The exact search compiles nothing,
+    so a first call in a fresh process costs no numba compilation.
+
+    Returns
+    -------
+    indices, distances
+        Shape ``(N, n_neighbors)``, sorted by distance; column 0 is the cell itself (distance
+        0), also when other cells are exact duplicates of it.
     """
-    if n_obs < 8192:
-        return None
-    from pynndescent import PyNNDescentTransformer
+    x = np.ascontiguousarray(embedding, dtype=np.float32)
+    n = len(x)
+    if n < EXACT_KNN_MAX:
+        from sklearn.neighbors import NearestNeighbors
 
-    class _CSRTransformer(PyNNDescentTransformer):
-        def fit_transform(self, X, y=None, **fit_params):
-            return sparse.csr_matrix(super().fit_transform(X, y, **fit_params))
+        nn = NearestNeighbors(n_neighbors=n_neighbors, algorithm="brute", n_jobs=sc.settings.n_jobs)
+        dist, idx = nn.fit(x).kneighbors(x)
+    else:
+        from pynndescent import NNDescent
 
-    return _CSRTransformer(
-        n_neighbors=n_neighbors,
-        random_state=seed,
-        n_jobs=sc.settings.n_jobs,
-        n_trees=min(64, 5 + round(n_obs**0.5 / 20.0)),
-        n_iters=max(5, round(np.log2(n_obs))),
-    )
+        index = NNDescent(  # one more: pynndescent counts the cell itself, as sklearn does not
+            x,
+            n_neighbors=n_neighbors + 1,
+            random_state=seed,
+            n_jobs=sc.settings.n_jobs,
+            n_trees=min(64, 5 + round(n**0.5 / 20.0)),
+            n_iters=max(5, round(np.log2(n))),
+            compressed=False,
+        )
+        idx, dist = (a[:, :n_neighbors] for a in index.neighbor_graph)
+    # With duplicates the cell itself may not come first (or at all): put it there.
+    rows = np.arange(n)[:, None]
+    others = idx != rows
+    order = np.argsort(~others, axis=1, kind="stable")[:, : n_neighbors - 1]  # others first
+    idx = np.hstack([rows, np.take_along_axis(idx, order, 1)])
+    dist = np.hstack([np.zeros((n, 1)), np.take_along_axis(dist, order, 1)])
+    return idx.astype(np.int64), dist.astype(np.float32)
+
+
+def fuzzy_connectivities(indices: np.ndarray, distances: np.ndarray) -> sparse.csr_matrix:
+    """UMAP's fuzzy simplicial set of a k-NN graph: scanpy's ``connectivities``, in numpy.
+
+    What :func:`scanpy.pp.neighbors` computes with ``umap.fuzzy_simplicial_set`` (McInnes et
+    al. 2018): for each cell, ``rho`` is the distance to its nearest other cell and ``sigma``
+    solves ``sum_j exp(-(d_j - rho) / sigma) = log2(k)`` by bisection (64 steps, tolerance
+    1e-5, floored at 1e-3 times the mean distance); edge weights ``exp(-(d - rho) / sigma)``
+    are then symmetrised by the fuzzy union ``w + w^T - w * w^T``. The same float32 arithmetic,
+    vectorised over cells instead of compiled with numba (several seconds on a first call).
+
+    ``indices``, ``distances``: :func:`knn`'s output, shape ``(N, k)``, the cell itself first.
+    """
+    d = np.ascontiguousarray(distances, dtype=np.float32)
+    n, k = d.shape
+    positive = d > 0
+    first = positive.argmax(1)
+    rho = np.where(positive.any(1), d[np.arange(n), first], 0).astype(np.float32)
+    target = np.float64(np.log2(k))
+    shifted = d - rho[:, None]
+    with np.errstate(over="ignore"):  # exp of the skipped (d <= rho) terms; lo + hi at max
+        sigma = _bisect_sigma(shifted, target, n, k)
+    floor = np.where(rho > 0, d.mean(1), d.mean()).astype(np.float32) * np.float32(1e-3)
+    sigma = np.maximum(sigma, floor)
+    with np.errstate(over="ignore"):
+        w = np.exp(-(shifted / sigma[:, None]))
+    w = np.where((shifted <= 0) | (sigma[:, None] == 0), np.float32(1.0), w).astype(np.float32)
+    w[indices == np.arange(n)[:, None]] = 0  # no self-loops
+    graph = sparse.coo_matrix((w.ravel(), (np.repeat(np.arange(n), k), indices.ravel())), (n, n))
+    graph.eliminate_zeros()
+    graph = graph.tocsr()
+    t = graph.T.tocsr()
+    graph = graph + t - graph.multiply(t)
+    graph.eliminate_zeros()
+    return sparse.csr_matrix(graph, dtype=np.float32)
+
+
+def _bisect_sigma(shifted: np.ndarray, target: float, n: int, k: int) -> np.ndarray:
+    """UMAP's bisection for each cell's sigma, all cells at once (float32 as UMAP)."""
+    fmax = np.float32(np.finfo(np.float32).max)
+    lo = np.zeros(n, np.float32)
+    hi = np.full(n, fmax, np.float32)
+    mid = np.ones(n, np.float32)
+    todo = np.ones(n, bool)
+    for _ in range(64):
+        psum = np.zeros(n, np.float32)
+        for j in range(1, k):  # summed in UMAP's order, in float32
+            dj = shifted[:, j]
+            psum += np.where(dj > 0, np.exp(-(dj / mid)), np.float32(1.0))
+        todo &= np.abs(psum.astype(np.float64) - target) >= 1e-5
+        if not todo.any():
+            break
+        above = todo & (psum > target)
+        below = todo & ~(psum > target)
+        hi = np.where(above, mid, hi)
+        lo = np.where(below, mid, lo)
+        half = (lo + hi) / np.float32(2.0)
+        mid = np.where(above | (below & (hi < fmax)), half, np.where(below, mid * 2, mid))
+    return mid
+
+
+def knn_graph(
+    embedding: np.ndarray, n_neighbors: int = 15, seed: int = 0
+) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+    """The k-NN graph of :func:`scanpy.pp.neighbors` (UMAP connectivities) without numba.
+
+    Returns ``distances`` (each cell's ``n_neighbors - 1`` nearest other cells) and
+    ``connectivities`` (:func:`fuzzy_connectivities`), both ``(N, N)`` CSR, as scanpy writes
+    them to ``obsp``. Very small data use ``1 + N // 2`` neighbours, as scanpy does.
+    """
+    n = len(embedding)
+    if n_neighbors > n:
+        n_neighbors = 1 + n // 2
+    idx, dist = knn(embedding, n_neighbors, seed)
+    indptr = np.arange(0, n * (n_neighbors - 1) + 1, n_neighbors - 1)
+    distances = sparse.csr_matrix((dist[:, 1:].ravel(), idx[:, 1:].ravel(), indptr), (n, n))
+    return distances, fuzzy_connectivities(idx, dist)
 
 
 def igraph_from_adjacency(graph):

@@ -751,8 +751,12 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         batch_size
             Minibatch size.
         early_stopping
-            Stop when the validation ELBO has not improved for 45 epochs (counted from the end
-            of pre-training).
+            Stop each phase when the validation ELBO has converged, i.e. improved by less
+            than 0.1% over the last 20 epochs (:func:`_plateaued`): pre-training ends there (at
+            the latest after ``pretrain_fraction * max_epochs``), and training stops there
+            after it (:class:`_Converged`), or when the ELBO has not improved for 45 epochs
+            since the end of pre-training (scvi-tools' rule). Without it, pre-training and
+            training run their full length.
         pretrain_fraction
             Share of ``max_epochs`` during which decoders read ``z`` while the self-expressive
             networks learn to rebuild it (as deep subspace clustering pre-trains its
@@ -797,9 +801,11 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             # Adam's weight decay would move the frozen weights (scvi-tools' scArches advice).
             plan_kwargs = {"weight_decay": 0.0, **(plan_kwargs or {})}
         guard = _TrainingGuard()
-        callbacks = list(kwargs.pop("callbacks", None) or []) + [_DecodeRebuiltAfter(n_pre), guard]
+        switch = _DecodeRebuiltAfter(n_pre, early=early_stopping)
+        callbacks = list(kwargs.pop("callbacks", None) or []) + [switch, guard]
         if early_stopping:
             kwargs.setdefault("early_stopping_warmup_epochs", n_pre)
+            callbacks.append(_Converged(switch))
         kwargs.setdefault(
             "log_every_n_steps",
             log_every_n_steps(self.adata.n_obs, batch_size, kwargs.get("train_size")),
@@ -1472,17 +1478,68 @@ def default_max_epochs(n_cells: int) -> int:
     return max(_MIN_EPOCHS, min(400, round(20_000 / max(n_cells, 1) * 400)))
 
 
-class _DecodeRebuiltAfter(Callback):
-    """Switch decoders from ``z`` to ``z_hat`` once ``n_epochs`` pre-training epochs are done."""
+def _elbo(trainer) -> float | None:
+    """This epoch's validation ELBO, or the training ELBO without a validation set."""
+    metrics = trainer.callback_metrics
+    value = metrics.get("elbo_validation", metrics.get("elbo_train"))
+    return None if value is None else float(value)
 
-    def __init__(self, n_epochs: int):
-        self.n_epochs = n_epochs
+
+def _plateaued(
+    values: Sequence[float], window: int = 20, smooth: int = 5, rel_tol: float = 1e-3
+) -> bool:
+    """Has the ELBO improved by less than ``rel_tol`` (relative) over ``window`` epochs?
+
+    The mean of the last ``smooth`` epochs against the mean ``window`` epochs earlier: a
+    label-free rule, the same for every data set, that works on the (unweighted) ELBO from the
+    first epoch. scvi-tools' patience rule alone (no improvement for 45 epochs) almost never
+    fires on a slowly improving ELBO, so training ran the full ``max_epochs``.
+    """
+    if len(values) < window + smooth:
+        return False
+    now, before = np.mean(values[-smooth:]), np.mean(values[-window - smooth : -window])
+    return bool(before - now < rel_tol * abs(now))
+
+
+class _DecodeRebuiltAfter(Callback):
+    """Switch decoders from ``z`` to ``z_hat`` once ``n_epochs`` pre-training epochs are done,
+    or (``early``) as soon as the pre-training ELBO has converged (:func:`_plateaued`)."""
+
+    def __init__(self, n_epochs: int, early: bool = False):
+        self.n_epochs, self.early = n_epochs, early
+        self.switched_at: int | None = 0 if n_epochs == 0 else None
+        self._values: list[float] = []
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        pl_module.module.decode_rebuilt.fill_(trainer.current_epoch >= self.n_epochs)
+        if self.switched_at is None and trainer.current_epoch >= self.n_epochs:
+            self.switched_at = trainer.current_epoch
+        pl_module.module.decode_rebuilt.fill_(self.switched_at is not None)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.switched_at is not None or not self.early or (value := _elbo(trainer)) is None:
+            return
+        self._values.append(value)
+        if _plateaued(self._values):
+            self.switched_at = trainer.current_epoch + 1
 
     def on_train_end(self, trainer, pl_module) -> None:
         pl_module.module.decode_rebuilt.fill_(True)
+
+
+class _Converged(Callback):
+    """Stop training once the ELBO has converged (:func:`_plateaued`) after pre-training."""
+
+    def __init__(self, switch: _DecodeRebuiltAfter):
+        self.switch = switch
+        self.values: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        start = self.switch.switched_at
+        if start is None or trainer.current_epoch < start or (value := _elbo(trainer)) is None:
+            return
+        self.values.append(value)
+        if _plateaued(self.values):
+            trainer.should_stop = True
 
 
 class _TrainingGuard(Callback):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ._backed import dense
-from ._constants import DOMAIN_KEY, LEIDEN_KEY, UMAP_KEY
+from ._constants import DOMAIN_KEY, KEY, LEIDEN_KEY, UMAP_KEY
 
 
 def umap(
@@ -26,14 +26,17 @@ def umap(
     Parameters
     ----------
     data
-        MuData/AnnData with ``obsm[basis]`` (see :func:`scmsi.tl.embed_and_cluster`).
+        MuData/AnnData after :func:`scmsi.tl.embed_and_cluster`.
     color
         ``obs`` columns, one panel each.
     basis
-        ``obsm`` key of the 2-D coordinates.
+        ``obsm`` key of the 2-D coordinates. When the UMAP of an
+        :func:`~scmsi.tl.embed_and_cluster` run (``"X_umap"``, or ``"X_<key>_umap"`` for
+        ``key_added="<key>"``) is missing, it is computed first (:func:`scmsi.tl.umap`, with
+        that run's seed) and stored in ``obsm[basis]``.
     """
     if basis not in data.obsm:
-        raise KeyError(f"obsm[{basis!r}] not found; run scmsi.tl.embed_and_cluster first.")
+        _compute_umap(data, basis)
     xy = np.asarray(data.obsm[basis])
     color = [c for c in color if c is not None]
     fig, axes = plt.subplots(
@@ -72,6 +75,17 @@ def umap(
     return fig
 
 
+def _compute_umap(data, basis: str) -> None:
+    """Compute the missing UMAP ``basis`` of an embed_and_cluster run, or name what is missing."""
+    key = KEY if basis == UMAP_KEY else basis[2:-5]
+    is_ours = basis == UMAP_KEY or (basis.startswith("X_") and basis.endswith("_umap"))
+    if not (is_ours and key in data.uns):
+        raise KeyError(f"obsm[{basis!r}] not found; run scmsi.tl.embed_and_cluster first.")
+    from .tl import umap as compute_umap
+
+    compute_umap(data, key_added=key)
+
+
 def protein_denoising(
     data,
     model,
@@ -96,6 +110,8 @@ def protein_denoising(
     missing = [p for p in proteins if p not in denoised.columns]
     if missing:
         raise KeyError(f"Proteins {missing} not in modality {prot!r}.")
+    if basis not in data.obsm:
+        _compute_umap(data, basis)
     xy = np.asarray(data.obsm[basis])
     fig, axes = plt.subplots(len(proteins), 3, figsize=(11, 3.2 * len(proteins)), squeeze=False)
     for row, p in zip(axes, proteins, strict=True):

@@ -16,7 +16,8 @@ Everything is written where scanpy and muon look for it, on the MuData (or AnnDa
 ``obs["scmsi_leiden"]``             Leiden clusters on that graph (``uns["scmsi_leiden"]``:
                                     resolution)
 ``obs["scmsi_kmeans"]``             k-means clusters (when ``n_clusters`` is given)
-``obsm["X_umap"]``                  UMAP of the graph
+``obsm["X_umap"]``                  UMAP of the graph (``umap=True``, :func:`umap`, or on
+                                    first use by :func:`scmsi.pl.umap`)
 ==================================  ====================================================
 """
 
@@ -39,8 +40,10 @@ from ._cluster import (
     cluster,
     coefficient_embedding,
     coefficient_pca,
+    fuzzy_connectivities,
     igraph_from_adjacency,
-    knn_transformer,
+    knn,
+    knn_graph,
     leiden,
     leiden_auto,
     project_batches,
@@ -63,19 +66,19 @@ def embed_and_cluster(
     resolution: float | Literal["auto"] = "auto",
     n_clusters: int | None = None,
     cluster_method: Literal["kmeans", "spectral"] = "kmeans",
-    umap: bool = True,
+    umap: bool = False,
     fusion: Fusion = "mean",
     top_k: int | None | Literal["auto"] = "auto",
     batch_size: int | None = None,
     seed: int = 0,
     key_added: str = KEY,
 ) -> None:
-    """Fused affinity -> embedding -> k-NN graph -> Leiden (and k-means/spectral) -> UMAP.
+    """Fused affinity -> embedding -> k-NN graph -> Leiden (and k-means/spectral) [-> UMAP].
 
     Every step is linear in N: coefficients are cells x anchors (sparse top-k on large data),
-    their PCA never forms an N x N matrix, the k-NN graph is approximate (scanpy's
-    pynndescent above 4,096 cells) and the silhouette that picks the Leiden resolution is
-    computed on a subsample.
+    their PCA never forms an N x N matrix, the k-NN graph is approximate above 8,192 cells
+    (:func:`knn_graph`: scanpy's graph, built without numba compilation below that) and the
+    silhouette that picks the Leiden resolution is computed on a subsample.
 
     Parameters
     ----------
@@ -95,7 +98,10 @@ def embed_and_cluster(
     cluster_method
         ``"kmeans"`` on the embedding (n_init=10) or ``"spectral"`` on the k-NN graph.
     umap
-        Compute a UMAP of the graph into ``obsm["X_umap"]``.
+        Also compute a UMAP of the graph into ``obsm["X_umap"]`` (:func:`umap`). Off by
+        default, as in scanpy, where ``pp.neighbors`` and ``tl.umap`` are separate steps: UMAP
+        is the slowest step on large data and its first call in a process compiles numba code
+        (5-10 s). :func:`scmsi.pl.umap` computes it on first use when it is missing.
     fusion
         How modalities' coefficients are fused (:meth:`scmsi.SCMSI.get_coefficients`):
         ``"mean"`` (equal weights), ``"precision"`` (per-cell inverse posterior-variance
@@ -119,7 +125,9 @@ def embed_and_cluster(
         ``obsm["foo_modality_weights"]``, ``obsm["X_foo_<m>"]``, ``obsp["foo_connectivities"]``,
         ``obsp["foo_distances"]``, ``uns["foo"]``, ``obs["foo_leiden"]``,
         ``obs["foo_<cluster_method>"]`` and ``obsm["X_foo_umap"]``, so a second run (another
-        fusion, say) leaves the first one's results in place.
+        fusion, say) leaves the first one's results in place. ``uns["scmsi"]`` holds the
+        graph's parameters as :func:`scanpy.pp.neighbors` writes them, so scanpy's tools run
+        on it with ``neighbors_key="scmsi"``.
     """
     keys = OutputKeys(key_added)
     k = auto_top_k(data.n_obs, model.module.n_anchors, top_k)
@@ -142,24 +150,25 @@ def embed_and_cluster(
     if scale is not None:
         pca["fusion_scale"] = scale  # new cells are weighed on the reference's scale
 
-    tmp = AnnData(obs=pd.DataFrame(index=data.obs_names.copy()))
-    tmp.obsm[keys.embedding] = emb
-    sc.pp.neighbors(
-        tmp,
-        n_neighbors=n_neighbors,
-        use_rep=keys.embedding,
-        key_added=keys.key,
-        random_state=seed,
-        transformer=knn_transformer(data.n_obs, n_neighbors, seed),
-    )
-    graph = tmp.obsp[keys.connectivities]
+    distances, graph = knn_graph(emb, n_neighbors, seed)
+    neighbors = {
+        "connectivities_key": keys.connectivities,
+        "distances_key": keys.distances,
+        "params": {  # scanpy's NeighborsParams, for sc.tl.umap(..., neighbors_key=key)
+            "n_neighbors": int(distances.indptr[1]) + 1,  # the cell itself counts, as in scanpy
+            "method": "umap",
+            "random_state": seed,
+            "metric": "euclidean",
+            "use_rep": keys.embedding,
+        },
+    }
     if resolution == "auto":
         labels, info = leiden_auto(graph, emb, seed=seed)
     else:
         labels = leiden(graph, float(resolution), seed)
         info = {"resolution": float(resolution)}
-    if umap:
-        sc.tl.umap(tmp, neighbors_key=keys.key, random_state=seed)
+    if umap:  # computed before anything is written: no partial output if it fails
+        xy = _umap_layout(data.obs_names, emb, distances, graph, neighbors, keys, seed)
 
     data.obsm[keys.embedding] = emb
     data.uns[keys.pca] = pca
@@ -169,16 +178,60 @@ def embed_and_cluster(
     for m, z in latents.items():
         data.obsm[keys.latent(m)] = z
     data.obsp[keys.connectivities] = graph
-    data.obsp[keys.distances] = tmp.obsp[keys.distances]
-    data.uns[keys.key] = tmp.uns[keys.key]
+    data.obsp[keys.distances] = distances
+    data.uns[keys.key] = neighbors
     data.obs[keys.leiden] = labels
     data.uns[keys.leiden] = {"params": info}
     if umap:
-        data.obsm[keys.umap] = tmp.obsm["X_umap"]
+        data.obsm[keys.umap] = xy
     if n_clusters is not None:
         data.obs[keys.clusters(cluster_method)] = cluster(
             emb if cluster_method == "kmeans" else graph, n_clusters, cluster_method, seed
         )
+
+
+def _umap_layout(obs_names, embedding, distances, graph, neighbors, keys: OutputKeys, seed):
+    """:func:`scanpy.tl.umap` of a k-NN graph, shape ``(N, 2)``; nothing is written."""
+    tmp = AnnData(obs=pd.DataFrame(index=pd.Index(obs_names).copy()))
+    tmp.obsm[keys.embedding] = np.asarray(embedding)
+    tmp.obsp[keys.connectivities] = graph
+    if distances is not None:
+        tmp.obsp[keys.distances] = distances
+    tmp.uns[keys.key] = neighbors
+    sc.tl.umap(tmp, neighbors_key=keys.key, random_state=seed)
+    return tmp.obsm["X_umap"]
+
+
+def umap(data: MuData | AnnData, key_added: str = KEY, seed: int | None = None) -> None:
+    """UMAP of the k-NN graph of :func:`embed_and_cluster` into ``obsm["X_umap"]``.
+
+    :func:`scanpy.tl.umap` on ``obsp["scmsi_connectivities"]``; ``key_added``: that of the
+    :func:`embed_and_cluster` run (another prefix writes ``obsm["X_<key>_umap"]``).
+    ``seed``: default the seed of that run. :func:`scmsi.pl.umap` calls this when the UMAP is
+    missing; call it yourself (or ``embed_and_cluster(..., umap=True)``) to choose the seed.
+    """
+    keys = OutputKeys(key_added)
+    needed = {"obsm": keys.embedding, "obsp": keys.connectivities, "uns": keys.key}
+    missing = [f"{a}[{k!r}]" for a, k in needed.items() if k not in getattr(data, a)]
+    if missing:
+        raise KeyError(
+            f"{', '.join(missing)} not found: run `scmsi.tl.embed_and_cluster(data, model"
+            + ("" if key_added == KEY else f", key_added={key_added!r}")
+            + ")` first; the UMAP is drawn from its k-NN graph."
+        )
+    neighbors = data.uns[keys.key]
+    if seed is None:
+        seed = int(neighbors.get("params", {}).get("random_state", 0))
+    distances = data.obsp[keys.distances] if keys.distances in data.obsp else None
+    data.obsm[keys.umap] = _umap_layout(
+        data.obs_names,
+        data.obsm[keys.embedding],
+        distances,
+        data.obsp[keys.connectivities],
+        neighbors,
+        keys,
+        seed,
+    )
 
 
 def map_query(
@@ -325,8 +378,10 @@ __all__ = [
     "coefficient_embedding",
     "coefficient_pca",
     "embed_and_cluster",
+    "fuzzy_connectivities",
     "igraph_from_adjacency",
-    "knn_transformer",
+    "knn",
+    "knn_graph",
     "leiden",
     "leiden_auto",
     "map_query",
@@ -337,4 +392,5 @@ __all__ = [
     "smooth",
     "spatial_domains",
     "transfer_labels",
+    "umap",
 ]
