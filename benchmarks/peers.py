@@ -460,7 +460,25 @@ def mofa(mdata: md.MuData, seed: int) -> PeerResult:
     return {"embedding": np.asarray(m.obsm["X_mofa"]), "graph": None, "notes": notes}
 
 
-def scmsi_default(mdata: md.MuData, seed: int) -> PeerResult:
+def scmsi_setup(mdata: md.MuData) -> tuple[md.MuData, dict[str, str], dict[str, str | None]]:
+    """A copy of ``mdata`` registered for scMSI, its modality types and the layers used.
+
+    ``counts``/``protein`` modalities read ``.layers["counts"]`` (when present), the others
+    ``.X`` (layer None).
+    """
+    import scmsi
+
+    types = modality_types(mdata)
+    m = mdata.copy()
+    layers = {
+        mod: "counts" if kind in ("counts", "protein") and "counts" in m[mod].layers else None
+        for mod, kind in types.items()
+    }
+    scmsi.SCMSI.setup_mudata(m, modalities=types, layers=layers)
+    return m, types, layers
+
+
+def scmsi_default(mdata: md.MuData, seed: int, preset: dict | None = None) -> PeerResult:
     """scMSI with the package defaults; embedding = PCA of the fused coefficients.
 
     Modality types from ``uns["modality_types"]``; ``counts``/``protein`` modalities read
@@ -472,14 +490,8 @@ def scmsi_default(mdata: md.MuData, seed: int) -> PeerResult:
     """
     import scmsi
 
-    types = modality_types(mdata)
-    m = mdata.copy()
-    layers = {
-        mod: "counts" if kind in ("counts", "protein") and "counts" in m[mod].layers else None
-        for mod, kind in types.items()
-    }
-    scmsi.SCMSI.setup_mudata(m, modalities=types, layers=layers)
-    model = scmsi.SCMSI(m, seed=seed)
+    m, types, layers = scmsi_setup(mdata)
+    model = scmsi.SCMSI(m, seed=seed, **(preset or {}))
     # Smoke runs (CI) shorten training; full runs use the package default.
     max_epochs = os.environ.get("SCMSI_BENCH_MAX_EPOCHS")
     model.train(max_epochs=int(max_epochs) if max_epochs else None, enable_progress_bar=False)

@@ -56,3 +56,90 @@ def test_self_expression_error_is_scale_free():
     za1 = (za - za.mean(0)) / za.std(0)
     plain = (z - c @ za1).pow(2).sum(-1)
     assert torch.allclose(self_expression_error(z, c @ za1, za1), plain, rtol=1e-4)
+
+
+def _three_clusters(n_per: int = 30, dim: int = 10, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    centres = 6.0 * torch.eye(3, dim)
+    z = torch.cat([c + 0.3 * torch.randn(n_per, dim, generator=g) for c in centres])
+    labels = torch.arange(3).repeat_interleave(n_per)
+    return z, labels
+
+
+def test_softmax_coefficients_are_distributions_that_exclude_self():
+    from scmsi._selfexpression import SoftmaxSelfExpression
+
+    torch.manual_seed(0)
+    net = SoftmaxSelfExpression(n_latent=10)
+    z, za = torch.randn(32, 10), torch.randn(12, 10)
+    mask = torch.zeros(32, 12, dtype=torch.bool)
+    mask[0, 3] = mask[5, 0] = True
+    za[3] = z[0]  # cell 0 *is* anchor 3: its nearest anchor, yet it must get weight 0
+    c = net(z, za, mask)
+    assert c.shape == (32, 12)
+    assert (c >= 0).all()
+    assert torch.allclose(c.sum(1), torch.ones(32), atol=1e-6)
+    assert c[0, 3] == 0 and c[5, 0] == 0
+    assert (c[1:4] > 0).all()  # no threshold: no anchor is ever cut (nothing can die)
+    # the learned bandwidth gets a gradient from every coefficient
+    c[:, 0].sum().backward()
+    assert net.log_scale.grad is not None and net.log_scale.grad.abs().sum() > 0
+
+
+def test_softmax_coefficients_are_local_and_hub_free_on_separable_data():
+    """Each cell's weight sits on anchors of its own cluster, spread over them, no hub."""
+    from scmsi._selfexpression import SoftmaxSelfExpression
+
+    z, labels = _three_clusters()
+    anchors = torch.arange(0, 90, 3)  # 10 anchors per cluster
+    mask = torch.arange(90)[:, None] == anchors[None, :]
+    c = SoftmaxSelfExpression(10)(z, z[anchors], mask)
+    same = labels[:, None] == labels[anchors][None, :]
+    assert (c * same).sum(1).min() > 0.99
+    top = c.argmax(1)
+    assert torch.bincount(top).max() / len(top) < 0.2  # the most used top anchor: < 20 %
+    eff = torch.exp(-(c * torch.log(c.clamp_min(1e-30))).sum(1))
+    assert eff.median() > 2.0  # rows are spread over several anchors, not one
+
+
+def test_symmetric_kl_is_zero_only_for_equal_rows():
+    from scmsi._selfexpression import symmetric_kl
+
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 7), torch.randn(5, 7)
+    assert torch.allclose(symmetric_kl(a, a + 3.0), torch.zeros(5), atol=1e-6)  # same softmax
+    d = symmetric_kl(a, b)
+    assert (d > 0).all()
+    assert torch.allclose(d, symmetric_kl(b, a))
+    # finite where both rows have a masked (zero-probability) anchor
+    from scmsi._selfexpression import SoftmaxSelfExpression
+
+    net = SoftmaxSelfExpression(3)
+    z, za = torch.randn(4, 3), torch.randn(6, 3)
+    mask = torch.zeros(4, 6, dtype=torch.bool)
+    mask[:, 2] = True
+    la, lb = net.logits(z, za, mask), net.logits(z + 0.1, za, mask)
+    assert torch.isfinite(symmetric_kl(la, lb)).all()
+
+
+def test_product_fusion_is_a_kernel_on_concatenated_latents():
+    import numpy as np
+
+    from scmsi._model import product_fusion
+    from scmsi._selfexpression import SoftmaxSelfExpression
+
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(20, 4), torch.randn(20, 3)
+    a1, a2 = torch.randn(9, 4), torch.randn(9, 3)
+    c1 = SoftmaxSelfExpression(4)(z1, a1).detach().numpy()
+    c2 = SoftmaxSelfExpression(3)(z2, a2).detach().numpy()
+    fused = product_fusion([c1, c2])
+    joint = (
+        SoftmaxSelfExpression(7)(torch.cat([z1, z2], 1), torch.cat([a1, a2], 1)).detach().numpy()
+    )
+    np.testing.assert_allclose(fused, joint, rtol=1e-4, atol=1e-6)
+    # a cell lacking modality 2 is fused over modality 1 alone
+    obs = [np.ones(20, bool), np.arange(20) >= 5]
+    part = product_fusion([c1, c2], obs)
+    np.testing.assert_allclose(part[:5], c1[:5], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(part.sum(1), 1.0, rtol=1e-5)

@@ -52,6 +52,44 @@ _KIND_BY_NAME = {
 }
 _ANNDATA_RNA, _ANNDATA_PROT = "rna", "prot"
 _MIN_EPOCHS = 10
+# Named objectives. "paper": Zhang et al. 2023 as published (ReLU-threshold self-expressive
+# network, plain elastic net and error, squared-difference contrast at 0.1, mean fusion).
+# "v0.1": the package's first default (the paper plus a threshold that keeps each cell's best
+# anchor, locality-weighted L1 and a scale-free error). "default": softmax (kernel)
+# coefficients, symmetric-KL agreement, product-of-experts fusion, anchors encoded without
+# gradient; see docs/notes/quality.md for where and why it departs from the paper.
+PRESETS: dict[str, dict] = {
+    "default": {
+        "coefficients": "softmax",
+        "agreement": "kl",
+        "lambda_contrast": 1.0,
+        "locality": False,
+        "ceiling": True,
+        "scale_free": True,
+        "anchor_grad": False,
+        "fusion": "product",
+    },
+    "v0.1": {
+        "coefficients": "relu",
+        "agreement": "squared",
+        "lambda_contrast": 0.1,
+        "locality": True,
+        "ceiling": True,
+        "scale_free": True,
+        "anchor_grad": True,
+        "fusion": "mean",
+    },
+    "paper": {
+        "coefficients": "relu",
+        "agreement": "squared",
+        "lambda_contrast": 0.1,
+        "locality": False,
+        "ceiling": False,
+        "scale_free": False,
+        "anchor_grad": True,
+        "fusion": "mean",
+    },
+}
 # True while `load`/`load_query_data` build a model whose anchors come from a saved state.
 _FROM_STATE = contextvars.ContextVar("scmsi_from_state", default=False)
 
@@ -95,6 +133,10 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     accessibility_likelihood
         ``"bernoulli"`` (default; peaks binarised, as PeakVI/MultiVI) or ``"poisson"``
         (integer fragment counts) for ``accessibility`` modalities.
+    preset
+        Named objective: ``"default"`` (softmax coefficients, KL agreement, product fusion),
+        ``"paper"`` (the published objective) or ``"v0.1"`` (the package's first default);
+        see :data:`PRESETS`. Options below left at None take the preset's value.
     lambda_se, lambda_contrast
         Weights of the self-expressive and contrastive losses.
     lambda_cross
@@ -107,13 +149,30 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         objective); set it to 1 to train a complete reference that will impute queries
         lacking a modality.
     gamma, lam
-        Elastic-net weight and L1 share of the coefficient regulariser.
+        Elastic-net weight and L1 share of the coefficient regulariser (ReLU coefficients).
     locality
         Weigh each coefficient's L1 penalty by the latent distance between the cell and the
         anchor, so that cells are expressed over nearby anchors (after SMCE, Elhamifar & Vidal
         2011). Without it a modality can rebuild every cell from the anchors of one cell type
         and its coefficients stop telling cell types apart. False gives the paper's plain
-        elastic net.
+        elastic net. ReLU coefficients only.
+    coefficients
+        ``"softmax"``: each cell's coefficients are a distribution over the anchors, a kernel
+        on the latent distance with a learned per-dimension bandwidth (no threshold that can
+        die, no hub anchors: local by construction); ``"relu"``: the paper's network.
+    ceiling
+        ReLU coefficients: the learned threshold never cuts a cell's best anchor.
+    agreement
+        ``"kl"``: the contrastive term is the symmetric KL divergence between the modalities'
+        anchor distributions; ``"squared"``: the paper's squared difference.
+    scale_free
+        Divide the self-expression error by the anchors' latent variance.
+    anchor_grad
+        Backpropagate through the anchors' encoding at every step; False encodes them without
+        gradient (a third less encoder work per step).
+    fusion
+        Default fusion of the modalities' coefficients for :meth:`get_coefficients` and
+        :func:`scmsi.tl.embed_and_cluster` (one of :data:`FUSIONS`).
     seed
         Sets ``scvi.settings.seed`` before anchor selection, initialisation and training, so the
         same seed gives the same result on the same machine.
@@ -142,16 +201,39 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         n_embed: int = 64,
         gene_likelihood: str = "nb",
         accessibility_likelihood: str = "bernoulli",
+        preset: Literal["default", "paper", "v0.1"] = "default",
         lambda_se: float = 1.0,
-        lambda_contrast: float = 0.1,
+        lambda_contrast: float | None = None,
         lambda_cross: float | None = None,
         gamma: float = 1.0,
         lam: float = 0.9,
-        locality: bool = True,
+        locality: bool | None = None,
+        coefficients: Literal["softmax", "relu"] | None = None,
+        ceiling: bool | None = None,
+        agreement: Literal["kl", "squared"] | None = None,
+        scale_free: bool | None = None,
+        anchor_grad: bool | None = None,
+        fusion: str | None = None,
         seed: int = 0,
     ):
         super().__init__(adata)
         self.init_params_ = self._get_init_params(locals())
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {list(PRESETS)}, got {preset!r}.")
+        given = {
+            "lambda_contrast": lambda_contrast,
+            "locality": locality,
+            "coefficients": coefficients,
+            "ceiling": ceiling,
+            "agreement": agreement,
+            "scale_free": scale_free,
+            "anchor_grad": anchor_grad,
+            "fusion": fusion,
+        }
+        opts = {k: PRESETS[preset][k] if v is None else v for k, v in given.items()}
+        check_fusion(opts["fusion"])
+        self.preset = preset
+        self.fusion = opts.pop("fusion")
         self.seed = seed
         scvi.settings.seed = seed
         specs = self._modality_specs()
@@ -244,17 +326,17 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             gene_likelihood=gene_likelihood,
             accessibility_likelihood=accessibility_likelihood,
             lambda_se=lambda_se,
-            lambda_contrast=lambda_contrast,
             lambda_cross=lambda_cross,
             gamma=gamma,
             lam=lam,
-            locality=locality,
             protein_priors=priors,
+            **opts,
         )
         mods = ", ".join(f"{s.name} ({s.kind}, {s.n_features})" for s in specs)
         self._model_summary_string = (
             f"SCMSI: modalities {mods}; "
-            f"{len(anchor_names)} anchors, n_latent={n_latent}, n_batch={n_batch}"
+            f"{len(anchor_names)} anchors, n_latent={n_latent}, n_batch={n_batch}, "
+            f"preset={preset!r}"
         )
         if n_cats_per_cov:
             self._model_summary_string += f", categorical covariates {n_cats_per_cov}"
@@ -724,15 +806,18 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         return_all: bool = False,
-        fusion: Literal["mean", "adaptive", "precision"] = "mean",
+        fusion: Literal["product", "mean", "adaptive", "precision"] | None = None,
         top_k: int | None = None,
         weight_scale: np.ndarray | None = None,
     ) -> np.ndarray | sparse.csr_matrix | dict:
         """Self-expressive coefficients of cells over the anchors, shape ``(N, A)``.
 
-        The fused affinity is a weighted mean over modalities of each modality's coefficients
-        normalised to sum to one per cell, so no modality counts more for the scale of its
-        coefficients. ``fusion="mean"`` (default) weighs modalities equally; ``"precision"``
+        ``fusion="product"`` (the default preset's) multiplies the modalities' anchor
+        distributions (a product of experts: an anchor counts for a cell if every modality
+        puts it near the cell; for softmax coefficients, a kernel on the concatenated
+        latents). The other fusions are a weighted mean over modalities of each modality's
+        coefficients normalised to sum to one per cell, so no modality counts more for the
+        scale of its coefficients. ``fusion="mean"`` weighs modalities equally; ``"precision"``
         weighs each cell's modalities by the inverse posterior variance of their coefficients
         (:meth:`get_modality_weights`); ``"adaptive"``
         uses the cross-rebuild weights of :meth:`get_modality_weights` (an option: in our
@@ -757,7 +842,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Return ``{"fused": ..., name: C^m, ..., "observed": {name: bool (N,)}}``, plus
             ``"weights"`` (N, M) with a per-cell weighted fusion.
         fusion
-            ``"mean"``, ``"precision"`` or ``"adaptive"`` (see above).
+            ``"product"``, ``"mean"``, ``"precision"`` or ``"adaptive"`` (see above); None:
+            the model's (``model.fusion``, set by its preset).
         top_k
             Keep only the ``top_k`` largest coefficients of each cell, in every returned
             matrix, as a :class:`scipy.sparse.csr_matrix` (float32; exact zeros are not stored).
@@ -771,6 +857,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             self._check_modality_name(modality)
         if top_k is not None and int(top_k) < 1:
             raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}.")
+        fusion = self.fusion if fusion is None else fusion
         names = self.modality_names
         need_fused = modality is None or return_all
         keep = (names + ["fused"]) if need_fused else [modality]
@@ -858,7 +945,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                         w = modality_weights(_cross_rebuild_errors(inf, names), scale)
                     elif precision:
                         w = self._precision_weights(tensors, inf, gen)
-                    out["fused"] = fuse_coefficients(
+                    fuse = product_fusion if fusion == "product" else fuse_coefficients
+                    out["fused"] = fuse(
                         [out[m] for m in names], [out["observed"][m] for m in names], w
                     )
                     if w is not None:
@@ -1322,6 +1410,35 @@ def fuse_coefficients(
     return fused
 
 
+def product_fusion(
+    coefs: list[np.ndarray],
+    observed: list[np.ndarray] | None = None,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Product of the modalities' anchor distributions, renormalised, shape ``(N, A)``.
+
+    ``fused_n ∝ prod_m c^m_n`` over the modalities cell n has (``observed``), computed as a
+    softmax of summed log-coefficients. For softmax coefficients ``c^m ∝ exp(-d_m)`` it is
+    ``exp(-sum_m d_m)``: a kernel on the concatenated latents, in which a modality that does
+    not tell two anchors apart leaves the other's preference intact instead of diluting it
+    (as a mean does). ``weights`` (``(N, M)``) raise each distribution to that power; None
+    gives each modality power 1. Zero coefficients (a ReLU threshold) count as 1e-30.
+    """
+    n_mod = len(coefs)
+    w = np.ones((coefs[0].shape[0], n_mod), np.float64)
+    if weights is not None:
+        w = w * np.asarray(weights, np.float64)
+    if observed is not None:
+        w = w * np.stack([np.asarray(o, np.float64) for o in observed], 1)
+    log = sum(
+        w[:, i : i + 1] * np.log(np.maximum(np.asarray(c, np.float64), 1e-30))
+        for i, c in enumerate(coefs)
+    )
+    log -= log.max(1, keepdims=True)
+    fused = np.exp(log)
+    return (fused / fused.sum(1, keepdims=True)).astype(np.float32)
+
+
 def top_k_sparse(coef: np.ndarray, k: int) -> sparse.csr_matrix:
     """Each row's ``k`` largest entries of ``coef`` ``(N, A)`` as a float32 CSR matrix.
 
@@ -1388,7 +1505,7 @@ def modality_weights(errors: np.ndarray, scale: np.ndarray | None = None) -> np.
 # Posterior draws per cell for the precision fusion's variances (sd of a variance estimate
 # from 25 draws: about 30 %, small next to the spread of the variances between modalities).
 N_WEIGHT_DRAWS = 25
-FUSIONS = ("mean", "precision", "adaptive")
+FUSIONS = ("product", "mean", "precision", "adaptive")
 
 
 def check_fusion(fusion, allow_none: bool = False) -> None:

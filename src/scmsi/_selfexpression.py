@@ -23,8 +23,9 @@ class SelfExpressiveNetwork(nn.Module):
         Embedding dimension ``d`` of query and key; coefficients are scaled by ``1/d``.
     """
 
-    def __init__(self, n_latent: int, n_hidden: int = 128, n_embed: int = 64):
+    def __init__(self, n_latent: int, n_hidden: int = 128, n_embed: int = 64, ceiling: bool = True):
         super().__init__()
+        self.ceiling = ceiling
 
         def mlp() -> nn.Sequential:
             # tanh bounds the embeddings so that 0 <= c <= 1.
@@ -62,11 +63,69 @@ class SelfExpressiveNetwork(nn.Module):
         s = self.query(z) @ self.key(z_anchor).T
         if self_mask is not None:
             s = s.masked_fill(self_mask, float("-inf"))
-        # The threshold never cuts a cell's best anchor: every cell keeps a neighbour and a
-        # gradient, so a modality cannot collapse to all-zero coefficients (a dead ReLU).
-        ceiling = s.max(-1, keepdim=True).values.detach() - 1e-3
-        c = torch.relu(s - torch.minimum(self.threshold, ceiling)) * self.shrink
-        return c
+        threshold = self.threshold
+        if self.ceiling:
+            # The threshold never cuts a cell's best anchor: every cell keeps a neighbour and a
+            # gradient, so a modality cannot collapse to all-zero coefficients (a dead ReLU).
+            ceiling = s.max(-1, keepdim=True).values.detach() - 1e-3
+            threshold = torch.minimum(threshold, ceiling)
+        return torch.relu(s - threshold) * self.shrink
+
+
+# A masked (self) anchor's logit sits this far below the row's lowest: finite, so that 0 * log 0
+# terms stay 0 rather than NaN, and its softmax weight is exactly 0 in float32 (exp(-200)).
+_MASK_MARGIN = 200.0
+
+
+class SoftmaxSelfExpression(nn.Module):
+    """Coefficients ``c_{n,.} = softmax_i(-||s * (z_n - z_i)||^2)`` over the anchors.
+
+    A kernel over anchors, self excluded: every row is a distribution (non-negative, sums to
+    1), so no coefficient can die (no ReLU threshold) and a cell's weight sits on its nearest
+    anchors (locality is built in, rather than added as a penalty). ``s`` is a learned
+    per-dimension scale of the latent (an inverse bandwidth, as in a Gaussian kernel with
+    automatic relevance determination): the self-expression error sets it, since a too-wide
+    kernel averages far anchors and a too-narrow one copies the nearest anchor.
+
+    Parameters
+    ----------
+    n_latent
+        Latent dimension of the modality.
+    """
+
+    def __init__(self, n_latent: int):
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(n_latent))
+
+    def logits(
+        self, z: torch.Tensor, z_anchor: torch.Tensor, self_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Log-coefficients up to a per-cell constant, ``-||s * (z_n - z_i)||^2``, ``(B, A)``."""
+        s = self.log_scale.exp()
+        logit = -torch.cdist(z * s, z_anchor * s).pow(2)
+        if self_mask is not None:
+            floor = logit.min(-1, keepdim=True).values.detach() - _MASK_MARGIN
+            logit = torch.where(self_mask, floor, logit)
+        return logit
+
+    def forward(
+        self, z: torch.Tensor, z_anchor: torch.Tensor, self_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Coefficients ``(B, A)``: rows sum to 1, 0 where ``self_mask`` (see
+        :meth:`SelfExpressiveNetwork.forward`)."""
+        return torch.softmax(self.logits(z, z_anchor, self_mask), -1)
+
+
+def symmetric_kl(logit_a: torch.Tensor, logit_b: torch.Tensor) -> torch.Tensor:
+    """``KL(p_a || p_b) + KL(p_b || p_a)`` of two rows of anchor logits, shape ``(B,)``.
+
+    The agreement of two modalities' views of a cell's neighbours, each row a distribution
+    over the anchors. Unlike the squared difference of coefficients (the paper's contrast),
+    it does not vanish when both rows are spread thin over many anchors, and it is 0 only
+    where the two distributions are equal.
+    """
+    la, lb = torch.log_softmax(logit_a, -1), torch.log_softmax(logit_b, -1)
+    return ((la.exp() - lb.exp()) * (la - lb)).sum(-1)
 
 
 def locality_weights(z: torch.Tensor, z_anchor: torch.Tensor) -> torch.Tensor:
@@ -85,7 +144,7 @@ def locality_weights(z: torch.Tensor, z_anchor: torch.Tensor) -> torch.Tensor:
 
 
 def self_expression_error(
-    z: torch.Tensor, z_hat: torch.Tensor, z_anchor: torch.Tensor
+    z: torch.Tensor, z_hat: torch.Tensor, z_anchor: torch.Tensor, scale_free: bool = True
 ) -> torch.Tensor:
     """``||z_n - z_hat_n||^2`` over the anchors' mean per-dimension latent variance, ``(B,)``.
 
@@ -93,9 +152,11 @@ def self_expression_error(
     any coefficients rebuild it. Reconstruction resists that only where the modality carries
     much signal; a sparse one (Visium RNA, a few hundred counts per spot) collapsed. Dividing by
     the spread of the anchors (not detached) makes the error scale-free, and for a latent that
-    matches its N(0, I) prior it is the plain error.
+    matches its N(0, I) prior it is the plain error. ``scale_free=False``: the paper's plain
+    error.
     """
-    return (z - z_hat).pow(2).sum(-1) / z_anchor.var(0).mean().clamp_min(1e-6)
+    err = (z - z_hat).pow(2).sum(-1)
+    return err / z_anchor.var(0).mean().clamp_min(1e-6) if scale_free else err
 
 
 def elastic_net(c: torch.Tensor, lam: float, weights: torch.Tensor | None = None) -> torch.Tensor:

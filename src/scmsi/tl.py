@@ -89,7 +89,7 @@ def embed_and_cluster(
     n_clusters: int | None = None,
     cluster_method: Literal["kmeans", "spectral"] = "kmeans",
     umap: bool = True,
-    fusion: Literal["mean", "precision", "adaptive"] = "mean",
+    fusion: Literal["product", "mean", "precision", "adaptive"] | None = None,
     top_k: int | None | Literal["auto"] = "auto",
     batch_size: int | None = None,
     seed: int = 0,
@@ -121,8 +121,9 @@ def embed_and_cluster(
     umap
         Compute a UMAP of the graph into ``obsm["X_umap"]``.
     fusion
-        How modalities' coefficients are fused (:meth:`scmsi.SCMSI.get_coefficients`):
-        ``"mean"`` (equal weights), ``"precision"`` (per-cell inverse posterior-variance
+        How modalities' coefficients are fused (:meth:`scmsi.SCMSI.get_coefficients`); None
+        (default): the model's (``model.fusion``, set by its preset). ``"product"`` (product
+        of the modalities' anchor distributions), ``"mean"`` (equal weights), ``"precision"`` (per-cell inverse posterior-variance
         weights) or ``"adaptive"`` (per-cell cross-rebuild weights); the per-cell weights are
         also written to ``obsm["scmsi_modality_weights"]``.
     top_k
@@ -138,6 +139,7 @@ def embed_and_cluster(
     """
     k = auto_top_k(data.n_obs, model.module.n_anchors, top_k)
     n_comps = n_comps or model.module.n_latent
+    fusion = getattr(model, "fusion", "mean") if fusion is None else fusion
     check_fusion(fusion)
     scale = None
     if fusion == "adaptive" and len(model.modality_names) > 1:
