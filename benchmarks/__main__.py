@@ -150,14 +150,16 @@ def run(args: argparse.Namespace) -> int:
                     **scores,
                 }
             )
-            for key in [k for k in res if k.startswith("extra_embedding_fusion_")]:
-                # The same trained models fused another way: an ablation row, no retraining.
-                fusion = key[len("extra_embedding_fusion_") :]
+            base = rows[-1]
+            for key in [k for k in res if k.startswith("extra_embedding_")]:
+                # The same trained models fused or embedded another way: an ablation row, no
+                # retraining. Key "extra_embedding_<option>_<value>".
+                option, value = key[len("extra_embedding_") :].split("_", 1)
                 rows.append(
                     {
-                        **rows[-1],
-                        "method": f"{method} (fusion={fusion})",
-                        "notes": f"the {method} models above, fused with fusion={fusion!r}",
+                        **base,
+                        "method": f"{method} ({option}={value})",
+                        "notes": f"the {method} models above, with {option}={value!r}",
                         **_score({"embedding": res[key]}, labels, seed),
                     }
                 )

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", help="SCMSI preset (default: the package's)")
     parser.add_argument("--out", help="results folder (default benchmarks/results)")
     parser.add_argument("--save", help="also save every representation to this .npz")
+    parser.add_argument("--model-dir", help="load the model from here if saved, else save it")
     args = parser.parse_args(argv)
 
     import torch
@@ -74,15 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     m, types, _ = peers.scmsi_setup(mdata)
     kwargs = {} if args.preset is None else {"preset": args.preset}
     t0, c0 = time.perf_counter(), time.process_time()
-    model = scmsi.SCMSI(m, seed=args.seed, **kwargs)
-    model.train(max_epochs=args.epochs, enable_progress_bar=False)
+    if args.model_dir and Path(args.model_dir).exists():
+        model = scmsi.SCMSI.load(args.model_dir, adata=m)
+    else:
+        model = scmsi.SCMSI(m, seed=args.seed, **kwargs)
+        model.train(max_epochs=args.epochs, enable_progress_bar=False)
+        if args.model_dir:
+            model.save(args.model_dir)
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     torch.set_num_threads(1)
     coefs = model.get_coefficients(m, return_all=True, fusion=model.fusion)
     latents = model.get_latent_representation(m)
     n_comps = model.module.n_latent
 
-    rows, saved = [], {"labels": labels}
+    rows, saved = [], {"labels": labels.astype(str)}
 
     def add(name: str, emb: np.ndarray, coef: np.ndarray | None = None) -> None:
         saved[name] = emb
@@ -97,11 +103,16 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
 
+    rebuilt = scmsi.tl.rebuilt_projection(model)
     for mod in model.modality_names:
-        add(
-            f"C^{mod}, PCA", scmsi.tl.coefficient_pca(coefs[mod], n_comps, args.seed)[0], coefs[mod]
-        )
+        pca = scmsi.tl.coefficient_pca(coefs[mod], n_comps, args.seed)[0]
+        add(f"C^{mod}, PCA", pca, coefs[mod])
+        add(f"C^{mod}, rebuilt latents", scmsi.tl.project_coefficients(coefs[mod], rebuilt))
     fused = coefs["fused"]
+    add(
+        f"fused ({model.fusion}), rebuilt latents",
+        scmsi.tl.project_coefficients(fused, rebuilt),
+    )
     add(
         f"fused ({model.fusion}), PCA",
         scmsi.tl.coefficient_pca(fused, n_comps, args.seed)[0],

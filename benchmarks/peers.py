@@ -227,6 +227,8 @@ def applicable(method: str, mdata: md.MuData) -> str | None:
         for mod in (*rna, *atac):
             if not _is_integer(mdata[mod].layers.get("counts", mdata[mod].X)):
                 return f"MultiVI needs integer values; {mod!r} is not ({desc})"
+    if method.startswith("scmsi:"):
+        return None
     if method not in METHODS and not method.startswith("only_"):
         return f"unknown method {method!r}"
     return None
@@ -499,12 +501,30 @@ def scmsi_default(mdata: md.MuData, seed: int, preset: dict | None = None) -> Pe
     n_epochs = len(model.history["elbo_train"])
     inputs = ", ".join(f"{mod}: {kind} ({layers[mod] or '.X'})" for mod, kind in types.items())
     fusion = m.uns["scmsi_pca"]["fusion"]
+    embedding = m.uns["scmsi_pca"]["embedding"]
+    what = "rebuilt latents" if embedding == "rebuilt" else "PCA"
     notes = (
-        f"scmsi {scmsi.__version__} defaults: {model.module.n_anchors} anchors, "
-        f"{n_epochs} epochs (early stopping on), embedding = PCA of fused coefficients "
-        f"(fusion={fusion!r}); modalities {inputs}."
+        f"scmsi {scmsi.__version__} preset={model.preset!r}"
+        + "".join(f", {k}={v!r}" for k, v in (preset or {}).items() if k != "preset")
+        + f": {model.module.n_anchors} anchors, {n_epochs} epochs (early stopping on), "
+        f"embedding = {what} of the fused coefficients (fusion={fusion!r}); modalities {inputs}."
     )
     extras = {}
+    if embedding == "rebuilt":
+        proj = scmsi.tl.rebuilt_projection(model)
+
+        def embed(coef):
+            return scmsi.tl.project_coefficients(coef, proj)
+
+        # Ablation, no retraining: the same fused coefficients, embedded by their PCA.
+        extras["embedding_embedding_pca"] = scmsi.tl.coefficient_pca(
+            m.obsm["scmsi_coef"], model.module.n_latent, seed
+        )[0]
+    else:
+
+        def embed(coef):
+            return scmsi.tl.coefficient_pca(coef, model.module.n_latent, seed)[0]
+
     if len(types) > 1:
         # Ablation, no retraining: the same coefficients under the other fusions.
         for other in (f for f in scmsi.FUSIONS if f != fusion):
@@ -514,9 +534,7 @@ def scmsi_default(mdata: md.MuData, seed: int, preset: dict | None = None) -> Pe
             if weights is not None:
                 w = dict(zip(model.modality_names, weights.mean(0).round(2).tolist(), strict=True))
                 notes += f" Mean {other}-fusion weights: {w}."
-            extras[f"embedding_fusion_{other}"] = scmsi.tl.coefficient_pca(
-                coef, model.module.n_latent, seed
-            )[0]
+            extras[f"embedding_fusion_{other}"] = embed(coef)
     prots = _of_type(types, "protein")
     if prots:
         denoised = model.get_normalized_expression(m, modality=prots[0])
@@ -538,10 +556,29 @@ METHODS: dict[str, Callable[[md.MuData, int], PeerResult]] = {
 }
 
 
+def _option(value: str):
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(value, value)
+
+
 def get_method(name: str) -> Callable[[md.MuData, int], PeerResult]:
-    """The method called ``name``: a key of :data:`METHODS` or ``only_<modality>``."""
+    """The method called ``name``: a key of :data:`METHODS`, ``only_<modality>``, or
+    ``scmsi:key=value,...`` (scMSI with those :class:`scmsi.SCMSI` options, e.g.
+    ``scmsi:preset=paper``: an ablation trained in the same run)."""
     if name in METHODS:
         return METHODS[name]
+    if name.startswith("scmsi:"):
+        opts = dict(kv.split("=", 1) for kv in name[len("scmsi:") :].split(","))
+        opts = {k: _option(v) for k, v in opts.items()}
+
+        def variant(mdata: md.MuData, seed: int) -> PeerResult:
+            return scmsi_default(mdata, seed, opts)
+
+        return variant
     if name.startswith("only_") and len(name) > len("only_"):
         return only_modality(name[len("only_") :])
     raise KeyError(f"Unknown method {name!r}; use one of {sorted(METHODS)} or only_<modality>.")
@@ -587,11 +624,8 @@ def _main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     method = get_method(args.method)
 
-    if args.method in (
-        "totalvi",
-        "multivi",
-        "scmsi",
-    ):  # import torch only where needed: it inflates RSS
+    if args.method in ("totalvi", "multivi", "scmsi") or args.method.startswith("scmsi:"):
+        # import torch only where needed: it inflates RSS
         import torch
 
         torch.set_num_threads(args.threads)

@@ -68,6 +68,7 @@ PRESETS: dict[str, dict] = {
         "scale_free": True,
         "anchor_grad": False,
         "fusion": "product",
+        "embedding": "rebuilt",
     },
     "v0.1": {
         "coefficients": "relu",
@@ -78,6 +79,7 @@ PRESETS: dict[str, dict] = {
         "scale_free": True,
         "anchor_grad": True,
         "fusion": "mean",
+        "embedding": "pca",
     },
     "paper": {
         "coefficients": "relu",
@@ -88,6 +90,7 @@ PRESETS: dict[str, dict] = {
         "scale_free": False,
         "anchor_grad": True,
         "fusion": "mean",
+        "embedding": "pca",
     },
 }
 # True while `load`/`load_query_data` build a model whose anchors come from a saved state.
@@ -173,6 +176,9 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     fusion
         Default fusion of the modalities' coefficients for :meth:`get_coefficients` and
         :func:`scmsi.tl.embed_and_cluster` (one of :data:`FUSIONS`).
+    embedding
+        Default embedding of the fused affinity in :func:`scmsi.tl.embed_and_cluster`:
+        ``"rebuilt"`` (every modality's latent rebuilt by the affinity) or ``"pca"``.
     seed
         Sets ``scvi.settings.seed`` before anchor selection, initialisation and training, so the
         same seed gives the same result on the same machine.
@@ -214,6 +220,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         scale_free: bool | None = None,
         anchor_grad: bool | None = None,
         fusion: str | None = None,
+        embedding: Literal["rebuilt", "pca"] | None = None,
         seed: int = 0,
     ):
         super().__init__(adata)
@@ -229,11 +236,13 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             "scale_free": scale_free,
             "anchor_grad": anchor_grad,
             "fusion": fusion,
+            "embedding": embedding,
         }
         opts = {k: PRESETS[preset][k] if v is None else v for k, v in given.items()}
         check_fusion(opts["fusion"])
         self.preset = preset
         self.fusion = opts.pop("fusion")
+        self.embedding = opts.pop("embedding")
         self.seed = seed
         scvi.settings.seed = seed
         specs = self._modality_specs()

@@ -78,34 +78,44 @@ _MASK_MARGIN = 200.0
 
 
 class SoftmaxSelfExpression(nn.Module):
-    """Coefficients ``c_{n,.} = softmax_i(-||s * (z_n - z_i)||^2)`` over the anchors.
+    """Coefficients ``c_{n,.} = softmax_i(-beta_n ||s * (z_n - z_i)||^2)`` over the anchors.
 
     A kernel over anchors, self excluded: every row is a distribution (non-negative, sums to
     1), so no coefficient can die (no ReLU threshold) and a cell's weight sits on its nearest
-    anchors (locality is built in, rather than added as a penalty). ``s`` is a learned
-    per-dimension scale of the latent (an inverse bandwidth, as in a Gaussian kernel with
-    automatic relevance determination): the self-expression error sets it, since a too-wide
-    kernel averages far anchors and a too-narrow one copies the nearest anchor.
+    anchors (locality is built in, rather than added as a penalty). Each cell's bandwidth
+    ``1 / beta_n`` is set, as in t-SNE, so that its row has a fixed perplexity
+    (``exp(entropy)`` = ``perplexity`` effective anchors): every cell spreads its weight over
+    the same number of neighbours wherever it lies, which keeps a few central anchors from
+    becoming every cell's neighbour (hubs) and leaves no trivial way to agree across
+    modalities (two uniform rows would). ``s`` is a learned per-dimension scale of the
+    latent (automatic relevance determination): which latent directions define neighbours.
 
     Parameters
     ----------
     n_latent
         Latent dimension of the modality.
+    perplexity
+        Effective number of anchors per cell (``exp`` of the row's entropy).
     """
 
-    def __init__(self, n_latent: int):
+    def __init__(self, n_latent: int, perplexity: float = 10.0):
         super().__init__()
         self.log_scale = nn.Parameter(torch.zeros(n_latent))
+        self.perplexity = float(perplexity)
 
     def logits(
         self, z: torch.Tensor, z_anchor: torch.Tensor, self_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Log-coefficients up to a per-cell constant, ``-||s * (z_n - z_i)||^2``, ``(B, A)``."""
+        """Log-coefficients (up to a per-cell constant) ``-beta_n ||s * (z_n - z_i)||^2``,
+        ``(B, A)``; ``beta_n`` is not differentiated (see :func:`calibrate_bandwidth`)."""
         s = self.log_scale.exp()
-        logit = -torch.cdist(z * s, z_anchor * s).pow(2)
+        d = torch.cdist(z * s, z_anchor * s).pow(2)
         if self_mask is not None:
-            floor = logit.min(-1, keepdim=True).values.detach() - _MASK_MARGIN
-            logit = torch.where(self_mask, floor, logit)
+            d = torch.where(self_mask, torch.full_like(d, float("inf")), d)
+        logit = -calibrate_bandwidth(d.detach(), self.perplexity) * d
+        if self_mask is not None:
+            floor = logit.detach().masked_fill(self_mask, float("inf")).min(-1, keepdim=True)
+            logit = torch.where(self_mask, floor.values - _MASK_MARGIN, logit)
         return logit
 
     def forward(
@@ -114,6 +124,32 @@ class SoftmaxSelfExpression(nn.Module):
         """Coefficients ``(B, A)``: rows sum to 1, 0 where ``self_mask`` (see
         :meth:`SelfExpressiveNetwork.forward`)."""
         return torch.softmax(self.logits(z, z_anchor, self_mask), -1)
+
+
+@torch.no_grad()
+def calibrate_bandwidth(d: torch.Tensor, perplexity: float, n_iter: int = 24) -> torch.Tensor:
+    """Per-row ``beta`` ``(B, 1)`` such that ``softmax(-beta * d)`` has ``exp(entropy) =
+    perplexity`` (bisection on ``log beta``, as t-SNE). ``d``: ``(B, A)`` squared distances,
+    ``inf`` where excluded. The perplexity is capped at the row's number of finite entries."""
+    finite = torch.isfinite(d)
+    n_ok = finite.sum(-1, keepdim=True).clamp_min(1)
+    target = torch.log(torch.clamp(torch.full_like(n_ok, perplexity, dtype=d.dtype), max=n_ok))
+    dz = torch.where(finite, d, torch.zeros_like(d))
+    d0 = torch.where(finite, d, torch.full_like(d, float("inf"))).min(-1, keepdim=True).values
+    spread = ((dz - d0).clamp_min(0) * finite).sum(-1, keepdim=True) / n_ok
+    unit = 1.0 / spread.clamp_min(1e-12)
+    lo = torch.full_like(unit, -25.0)
+    hi = torch.full_like(unit, 25.0)
+    rel = torch.where(finite, (d - d0) * unit, torch.full_like(d, float("inf")))
+    for _ in range(n_iter):
+        mid = 0.5 * (lo + hi)
+        logp = torch.log_softmax(-mid.exp() * rel, -1)
+        p = logp.exp()
+        ent = -(p * torch.where(finite, logp, torch.zeros_like(logp))).sum(-1, keepdim=True)
+        wide = ent > target  # too many effective anchors: sharpen
+        lo = torch.where(wide, mid, lo)
+        hi = torch.where(wide, hi, mid)
+    return (0.5 * (lo + hi)).exp() * unit
 
 
 def symmetric_kl(logit_a: torch.Tensor, logit_b: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,8 @@ Everything is written where scanpy and muon look for it, on the MuData (or AnnDa
 ``obsm["scmsi_modality_weights"]``  per-cell modality weights of the fusion (cells x modalities)
 ``obsm["X_scmsi_<m>"]``   latent of modality ``m``
 ``obsp["scmsi_connectivities"]``, ``obsp["scmsi_distances"]``, ``uns["scmsi"]``: k-NN graph
-``obs["scmsi_leiden"]``   Leiden clusters on that graph (``uns["scmsi_leiden"]``: resolution)
+``obs["scmsi_leiden"]``   Leiden clusters on that graph (``uns["scmsi_leiden"]``: resolution,
+                          number of clusters and the evidence that chose it)
 ``obs["scmsi_kmeans"]``   k-means clusters (when ``n_clusters`` is given)
 ``obsm["X_umap"]``        UMAP of the graph
 ========================  ==============================================================
@@ -46,6 +47,33 @@ def auto_top_k(n_cells: int, n_anchors: int, top_k: int | None | Literal["auto"]
     if top_k != "auto":
         return top_k
     return None if n_cells * n_anchors <= DENSE_MAX_ENTRIES else AUTO_TOP_K
+
+
+def rebuilt_projection(model) -> dict:
+    """The affinity's embedding as a linear map of the coefficients: ``C @ Y``, ``(A,) -> (d,)``.
+
+    ``Y`` (``A x (M * n_latent)``): the anchors' posterior mean latents in every modality, each
+    dimension centred and scaled to unit variance over the anchors, concatenated. A cell's
+    embedding ``sum_i c_{n,i} Y_i`` is its joint latent as the fused affinity rebuilds it from
+    its neighbours (the self-expression ``z_hat = C z_anchor`` with the fused coefficients), so
+    a modality's latent counts only through the neighbours the affinity picks. Returned in
+    the layout of :func:`coefficient_pca` (``components`` ``(d, A)``, ``mean`` zeros), which
+    :func:`project_coefficients` and :func:`map_query` apply.
+    """
+    import torch
+
+    model.module.eval()
+    with torch.inference_mode():
+        za = model.module.anchor_latents()
+    blocks = []
+    for m in model.modality_names:
+        y = za[m].cpu().numpy().astype(np.float64)
+        blocks.append((y - y.mean(0)) / np.maximum(y.std(0), 1e-12))
+    y = np.concatenate(blocks, 1)
+    return {
+        "components": y.T.astype(np.float32),
+        "mean": np.zeros(y.shape[0], dtype=np.float32),
+    }
 
 
 def coefficient_embedding(coef, n_comps: int = 10, seed: int = 0) -> np.ndarray:
@@ -85,14 +113,16 @@ def embed_and_cluster(
     model,
     n_comps: int | None = None,
     n_neighbors: int = 15,
-    resolution: float | Literal["auto"] = "auto",
+    resolution: float | Literal["auto", "silhouette"] = "auto",
     n_clusters: int | None = None,
     cluster_method: Literal["kmeans", "spectral"] = "kmeans",
     umap: bool = True,
     fusion: Literal["product", "mean", "precision", "adaptive"] | None = None,
+    embedding: Literal["rebuilt", "pca"] | None = None,
     top_k: int | None | Literal["auto"] = "auto",
     batch_size: int | None = None,
     seed: int = 0,
+    key_added: str = f"{KEY}_leiden",
 ) -> None:
     """Fused affinity -> embedding -> k-NN graph -> Leiden (and k-means/spectral) -> UMAP.
 
@@ -112,8 +142,11 @@ def embed_and_cluster(
     n_neighbors
         Neighbours of the k-NN graph.
     resolution
-        Leiden resolution, or ``"auto"``: the resolution whose clusters have the highest
-        silhouette on the embedding (:func:`leiden_auto`; no labels are used).
+        Leiden resolution, or ``"auto"``: the resolution whose clusters are the most stable
+        when cells are left out (:func:`leiden_stable`; no labels are used), or
+        ``"silhouette"``: the one whose clusters have the highest silhouette on the embedding
+        (:func:`leiden_auto`). The chosen resolution, the number of clusters and the evidence
+        (stability/silhouette per candidate) are written to ``uns[key_added]``.
     n_clusters
         Also cluster into exactly this many groups with ``cluster_method``.
     cluster_method
@@ -123,9 +156,17 @@ def embed_and_cluster(
     fusion
         How modalities' coefficients are fused (:meth:`scmsi.SCMSI.get_coefficients`); None
         (default): the model's (``model.fusion``, set by its preset). ``"product"`` (product
-        of the modalities' anchor distributions), ``"mean"`` (equal weights), ``"precision"`` (per-cell inverse posterior-variance
-        weights) or ``"adaptive"`` (per-cell cross-rebuild weights); the per-cell weights are
-        also written to ``obsm["scmsi_modality_weights"]``.
+        of the modalities' anchor distributions), ``"mean"`` (equal weights), ``"precision"``
+        (per-cell inverse posterior-variance weights) or ``"adaptive"`` (per-cell
+        cross-rebuild weights); the per-cell weights are also written to
+        ``obsm["scmsi_modality_weights"]``.
+    embedding
+        ``"rebuilt"``: each cell's latents in every modality rebuilt by the fused affinity,
+        ``sum_i c_{n,i} z^m_i`` over the anchors, each modality's latent dimensions scaled to
+        unit variance over the anchors, concatenated (:func:`rebuilt_projection`); ``"pca"``:
+        PCA of the fused coefficients (``n_comps``). None (default): the model's
+        (``model.embedding``, set by its preset). Both are linear maps of the coefficients,
+        stored in ``uns["scmsi_pca"]`` and applied to new cells by :func:`map_query`.
     top_k
         None: hold the fused coefficients dense (N x A) and write them to
         ``obsm["scmsi_coef"]``. An integer: never hold them dense; the PCA is computed exactly
@@ -136,6 +177,10 @@ def embed_and_cluster(
         Minibatch size of the model's forward passes.
     seed
         Random seed of PCA, Leiden, k-means and UMAP.
+    key_added
+        ``obs`` column of the Leiden clusters and ``uns`` key of their parameters
+        (``{"params": {"resolution"}, "n_clusters", "n_clusters_evidence"}``), so that a
+        second run need not overwrite the first.
     """
     k = auto_top_k(data.n_obs, model.module.n_anchors, top_k)
     n_comps = n_comps or model.module.n_latent
@@ -146,7 +191,16 @@ def embed_and_cluster(
         # The adaptive weights' scale is a statistic over all cells: one pass before, then
         # every later pass fuses batch by batch. Precision weights need no pass before.
         scale = model.get_modality_weights(data, batch_size=batch_size).attrs["scale"]
-    if k is None:
+    embedding = getattr(model, "embedding", "pca") if embedding is None else embedding
+    if embedding not in ("rebuilt", "pca"):
+        raise ValueError(f"embedding must be 'rebuilt' or 'pca', got {embedding!r}.")
+    if embedding == "rebuilt":
+        # A linear map of the coefficients, like the PCA: one pass, dense or top-k.
+        pca = rebuilt_projection(model)
+        emb, fused, latents, weights = project_batches(
+            data, model, pca, k, fusion, batch_size, scale
+        )
+    elif k is None:
         # One pass: coefficients, latents and weights together.
         _, fused, latents, weights = project_batches(
             data, model, None, None, fusion, batch_size, scale
@@ -157,6 +211,7 @@ def embed_and_cluster(
             data, model, n_comps, k, fusion, batch_size, scale
         )
     pca["anchors"] = np.asarray(model.anchor_names_, dtype=str)
+    pca["embedding"] = embedding
     pca["fusion"] = fusion  # map_query fuses new cells the same way
     if scale is not None:
         pca["fusion_scale"] = scale  # new cells are weighed on the reference's scale
@@ -173,6 +228,8 @@ def embed_and_cluster(
     )
     graph = tmp.obsp[f"{KEY}_connectivities"]
     if resolution == "auto":
+        labels, info = leiden_stable(graph, emb, seed=seed)
+    elif resolution == "silhouette":
         labels, info = leiden_auto(graph, emb, seed=seed)
     else:
         labels = leiden(graph, float(resolution), seed)
@@ -190,8 +247,13 @@ def embed_and_cluster(
     data.obsp[f"{KEY}_connectivities"] = tmp.obsp[f"{KEY}_connectivities"]
     data.obsp[f"{KEY}_distances"] = tmp.obsp[f"{KEY}_distances"]
     data.uns[KEY] = tmp.uns[KEY]
-    data.obs[f"{KEY}_leiden"] = labels
-    data.uns[f"{KEY}_leiden"] = {"params": info}
+    data.obs[key_added] = labels
+    evidence = {k: v for k, v in info.items() if k not in ("resolution", "n_clusters")}
+    data.uns[key_added] = {
+        "params": {"resolution": info["resolution"]},
+        "n_clusters": int(len(labels.categories)),
+        "n_clusters_evidence": evidence,
+    }
     if umap:
         data.obsm["X_umap"] = tmp.obsm["X_umap"]
     if n_clusters is not None:
@@ -324,6 +386,116 @@ def leiden_auto(
         "silhouette": scores,
     }
     return best[2], info
+
+
+STABLE_RESOLUTIONS = tuple(np.round(np.geomspace(0.05, 2.0, 12), 3))
+
+
+def leiden_stable(
+    graph,
+    embedding: np.ndarray,
+    resolutions: tuple[float, ...] = STABLE_RESOLUTIONS,
+    n_subsamples: int = 5,
+    fraction: float = 0.8,
+    max_cells: int = 10_000,
+    seed: int = 0,
+) -> tuple[pd.Categorical, dict]:
+    """Leiden at the resolution whose clusters are the most stable under subsampling.
+
+    For each resolution, Leiden is run on ``n_subsamples`` random subgraphs, each keeping a
+    ``fraction`` of the cells (a different seed each), and the partitions are compared
+    pairwise on the cells they share (adjusted Rand index). Clusters that reflect the data
+    come back whatever cells are left out; clusters cut through a continuum move. The
+    resolution with the highest mean ARI wins (ties, within 0.01: the higher silhouette on
+    ``embedding``, then the lower resolution); resolutions that give one cluster are skipped.
+    The same idea as CellCharter's ``ClusterAutoK`` (stability over repeated clusterings),
+    with Leiden resolutions for the number of clusters; no labels are used.
+
+    Above ``max_cells`` cells the selection runs on a 15-NN graph of a random ``max_cells``
+    subsample of ``embedding`` (cost independent of N), and the chosen resolution is then
+    applied to the whole ``graph``.
+
+    Parameters
+    ----------
+    graph
+        Sparse symmetric affinity, shape ``(N, N)`` (e.g. k-NN connectivities).
+    embedding
+        Coordinates the graph was built from, shape ``(N, d)``.
+    resolutions
+        Candidate resolutions (default 12 values, geometric from 0.05 to 2).
+    n_subsamples, fraction
+        Subsampled clusterings per resolution and the share of cells each keeps.
+    max_cells
+        Cells the selection runs on.
+    seed
+        Seed of the subsamples and of Leiden.
+
+    Returns
+    -------
+    labels, info
+        Clusters at the chosen resolution (whole graph); ``info``: ``resolution``,
+        ``n_clusters``, and the evidence per candidate: ``resolutions``, ``stability`` (mean
+        pairwise ARI), ``n_clusters_per_resolution`` and ``silhouette``.
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    n = graph.shape[0]
+    rng = np.random.default_rng(seed)
+    sel_graph, sel_emb = graph, embedding
+    if n > max_cells:
+        keep = np.sort(rng.choice(n, max_cells, replace=False))
+        sel_emb = np.asarray(embedding)[keep]
+        tmp = AnnData(obs=pd.DataFrame(index=[str(i) for i in range(max_cells)]))
+        tmp.obsm["X"] = sel_emb
+        sc.pp.neighbors(tmp, n_neighbors=15, use_rep="X", random_state=seed)
+        sel_graph = tmp.obsp["connectivities"]
+    m = sel_graph.shape[0]
+    g = igraph_from_adjacency(sel_graph)
+    subs = [
+        np.sort(rng.choice(m, max(2, int(fraction * m)), replace=False)).tolist()
+        for _ in range(n_subsamples)
+    ]
+    subgraphs = [g.induced_subgraph(sub) for sub in subs]
+    stability, n_found, sil = [], [], []
+    for r in resolutions:
+        parts = []
+        for i, (sub, sg) in enumerate(zip(subs, subgraphs, strict=True)):
+            lab = np.full(m, -1)
+            lab[sub] = np.asarray(leiden(sg, r, seed + i)).astype(int)
+            parts.append(lab)
+        aris = []
+        for a in range(n_subsamples):
+            for b in range(a + 1, n_subsamples):
+                both = (parts[a] >= 0) & (parts[b] >= 0)
+                aris.append(adjusted_rand_score(parts[a][both], parts[b][both]))
+        full = np.asarray(leiden(g, r, seed))
+        k = len(np.unique(full))
+        n_found.append(k)
+        stability.append(float(np.mean(aris)) if k > 1 else float("nan"))
+        sil.append(float(silhouette_score(sel_emb, full)) if 1 < k < m else float("nan"))
+    order = [
+        i for i in range(len(resolutions)) if not np.isnan(stability[i])
+    ]  # candidates with more than one cluster
+    if not order:
+        best = len(resolutions) - 1
+    else:
+        top = max(stability[i] for i in order)
+        tied = [i for i in order if stability[i] >= top - 0.01]
+        best = max(tied, key=lambda i: (np.nan_to_num(sil[i], nan=-1.0), -resolutions[i]))
+    labels = leiden(graph, float(resolutions[best]), seed)
+    info = {
+        "method": "stability",
+        "resolution": float(resolutions[best]),
+        "n_clusters": int(len(labels.categories)),
+        "resolutions": [float(r) for r in resolutions],
+        "stability": stability,
+        "n_clusters_per_resolution": n_found,
+        "silhouette": sil,
+        "n_subsamples": int(n_subsamples),
+        "fraction": float(fraction),
+        "cells_used": int(m),
+    }
+    return labels, info
 
 
 def cluster(
@@ -586,9 +758,11 @@ __all__ = [
     "knn_transformer",
     "leiden",
     "leiden_auto",
+    "leiden_stable",
     "map_query",
     "project_batches",
     "project_coefficients",
+    "rebuilt_projection",
     "streamed_coefficient_pca",
     "refine_domains",
     "smooth",
