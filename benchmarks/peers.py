@@ -502,30 +502,40 @@ def scmsi_default(mdata: md.MuData, seed: int, preset: dict | None = None) -> Pe
     inputs = ", ".join(f"{mod}: {kind} ({layers[mod] or '.X'})" for mod, kind in types.items())
     fusion = m.uns["scmsi_pca"]["fusion"]
     embedding = m.uns["scmsi_pca"]["embedding"]
-    what = "rebuilt latents" if embedding == "rebuilt" else "PCA"
+    what = {
+        "latent": "joint latent (every modality's latent, standardised, concatenated)",
+        "rebuilt": "latents rebuilt by the fused coefficients",
+        "pca": "PCA of the fused coefficients",
+    }[embedding]
     notes = (
         f"scmsi {scmsi.__version__} preset={model.preset!r}"
         + "".join(f", {k}={v!r}" for k, v in (preset or {}).items() if k != "preset")
         + f": {model.module.n_anchors} anchors, {n_epochs} epochs (early stopping on), "
-        f"embedding = {what} of the fused coefficients (fusion={fusion!r}); modalities {inputs}."
+        f"embedding = {what} (fusion={fusion!r}); modalities {inputs}."
     )
     extras = {}
-    if embedding == "rebuilt":
+    if embedding != "pca":
         proj = scmsi.tl.rebuilt_projection(model)
 
         def embed(coef):
             return scmsi.tl.project_coefficients(coef, proj)
 
-        # Ablation, no retraining: the same fused coefficients, embedded by their PCA.
+        # Ablations, no retraining: the same fused coefficients, embedded otherwise.
+        fused_coef = m.obsm["scmsi_coef"]
         extras["embedding_embedding_pca"] = scmsi.tl.coefficient_pca(
-            m.obsm["scmsi_coef"], model.module.n_latent, seed
+            fused_coef, model.module.n_latent, seed
         )[0]
+        if embedding == "latent":
+            # the fusion only matters to the affinity's embeddings: ablate it there
+            extras["embedding_embedding_rebuilt"] = embed(fused_coef)
+            mean_coef = scmsi.tl.project_batches(m, model, None, None, "mean")[1]
+            extras["embedding_embedding_rebuilt-fusion-mean"] = embed(mean_coef)
     else:
 
         def embed(coef):
             return scmsi.tl.coefficient_pca(coef, model.module.n_latent, seed)[0]
 
-    if len(types) > 1:
+    if len(types) > 1 and embedding != "latent":
         # Ablation, no retraining: the same coefficients under the other fusions.
         for other in (f for f in scmsi.FUSIONS if f != fusion):
             scale = model.get_modality_weights(m).attrs["scale"] if other == "adaptive" else None

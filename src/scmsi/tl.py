@@ -3,8 +3,10 @@
 Everything is written where scanpy and muon look for it, on the MuData (or AnnData) itself:
 
 ========================  ==============================================================
-``obsm["X_scmsi"]``       PCA of the fused coefficients (the default embedding)
-``uns["scmsi_pca"]``      that PCA (``components``, ``mean``, ``anchors``): :func:`map_query`
+``obsm["X_scmsi"]``       the embedding (``embedding=``: joint latent, rebuilt latents or PCA of
+                          the fused coefficients)
+``uns["scmsi_pca"]``      its map (PCA ``components``/``mean``, or latent ``mean``/``scale``;
+                          ``anchors``, ``embedding``, ``fusion``): :func:`map_query`
 ``obsm["scmsi_coef"]``    fused coefficients, cells x anchors (rows sum to 1; sparse top-k
                           on large data, see ``top_k``)
 ``obsm["scmsi_modality_weights"]``  per-cell modality weights of the fusion (cells x modalities)
@@ -49,6 +51,39 @@ def auto_top_k(n_cells: int, n_anchors: int, top_k: int | None | Literal["auto"]
     return None if n_cells * n_anchors <= DENSE_MAX_ENTRIES else AUTO_TOP_K
 
 
+def _anchor_latent_stats(model) -> tuple[dict, dict, dict]:
+    """The anchors' posterior mean latents, and their mean and sd per dimension, by modality."""
+    import torch
+
+    model.module.eval()
+    with torch.inference_mode():
+        za = model.module.anchor_latents()
+    za = {m: za[m].cpu().numpy().astype(np.float64) for m in model.modality_names}
+    mean = {m: y.mean(0) for m, y in za.items()}
+    sd = {m: np.maximum(y.std(0), 1e-12) for m, y in za.items()}
+    return za, mean, sd
+
+
+def latent_standardisation(model) -> dict:
+    """Centre and scale of :func:`joint_latent`: each modality's latent dimensions over the
+    anchors, concatenated in ``model.modality_names`` order (``mean``, ``scale``: ``(M L,)``)."""
+    _, mean, sd = _anchor_latent_stats(model)
+    names = list(model.modality_names)
+    return {
+        "modalities": np.asarray(names, dtype=str),
+        "mean": np.concatenate([mean[m] for m in names]).astype(np.float32),
+        "scale": np.concatenate([sd[m] for m in names]).astype(np.float32),
+    }
+
+
+def joint_latent(latents: dict[str, np.ndarray], stats: dict) -> np.ndarray:
+    """Every modality's latent, standardised (:func:`latent_standardisation`) and concatenated,
+    ``(N, M * n_latent)``. A cell lacking a modality has its rebuilt latent there (the anchors'
+    latents weighted by the coefficients of the modalities it has)."""
+    z = np.concatenate([latents[str(m)] for m in stats["modalities"]], 1)
+    return ((z - stats["mean"]) / stats["scale"]).astype(np.float32)
+
+
 def rebuilt_projection(model) -> dict:
     """The affinity's embedding as a linear map of the coefficients: ``C @ Y``, ``(A,) -> (d,)``.
 
@@ -60,16 +95,8 @@ def rebuilt_projection(model) -> dict:
     the layout of :func:`coefficient_pca` (``components`` ``(d, A)``, ``mean`` zeros), which
     :func:`project_coefficients` and :func:`map_query` apply.
     """
-    import torch
-
-    model.module.eval()
-    with torch.inference_mode():
-        za = model.module.anchor_latents()
-    blocks = []
-    for m in model.modality_names:
-        y = za[m].cpu().numpy().astype(np.float64)
-        blocks.append((y - y.mean(0)) / np.maximum(y.std(0), 1e-12))
-    y = np.concatenate(blocks, 1)
+    za, mean, sd = _anchor_latent_stats(model)
+    y = np.concatenate([(za[m] - mean[m]) / sd[m] for m in model.modality_names], 1)
     return {
         "components": y.T.astype(np.float32),
         "mean": np.zeros(y.shape[0], dtype=np.float32),
@@ -118,7 +145,7 @@ def embed_and_cluster(
     cluster_method: Literal["kmeans", "spectral"] = "kmeans",
     umap: bool = True,
     fusion: Literal["product", "mean", "precision", "adaptive"] | None = None,
-    embedding: Literal["rebuilt", "pca"] | None = None,
+    embedding: Literal["latent", "rebuilt", "pca"] | None = None,
     top_k: int | None | Literal["auto"] = "auto",
     batch_size: int | None = None,
     seed: int = 0,
@@ -161,12 +188,14 @@ def embed_and_cluster(
         cross-rebuild weights); the per-cell weights are also written to
         ``obsm["scmsi_modality_weights"]``.
     embedding
-        ``"rebuilt"``: each cell's latents in every modality rebuilt by the fused affinity,
-        ``sum_i c_{n,i} z^m_i`` over the anchors, each modality's latent dimensions scaled to
-        unit variance over the anchors, concatenated (:func:`rebuilt_projection`); ``"pca"``:
-        PCA of the fused coefficients (``n_comps``). None (default): the model's
-        (``model.embedding``, set by its preset). Both are linear maps of the coefficients,
-        stored in ``uns["scmsi_pca"]`` and applied to new cells by :func:`map_query`.
+        ``"latent"``: every modality's latent, standardised over the anchors and concatenated
+        (:func:`joint_latent`; with the default preset the latents are trained so that their
+        anchor neighbourhoods agree across modalities); ``"rebuilt"``: each cell's latents
+        rebuilt by the fused affinity, ``sum_i c_{n,i} z^m_i`` over the anchors, standardised
+        and concatenated (:func:`rebuilt_projection`); ``"pca"``: PCA of the fused
+        coefficients (``n_comps``). None (default): the model's (``model.embedding``, set by
+        its preset). The map is stored in ``uns["scmsi_pca"]`` and applied to new cells by
+        :func:`map_query`.
     top_k
         None: hold the fused coefficients dense (N x A) and write them to
         ``obsm["scmsi_coef"]``. An integer: never hold them dense; the PCA is computed exactly
@@ -192,9 +221,15 @@ def embed_and_cluster(
         # every later pass fuses batch by batch. Precision weights need no pass before.
         scale = model.get_modality_weights(data, batch_size=batch_size).attrs["scale"]
     embedding = getattr(model, "embedding", "pca") if embedding is None else embedding
-    if embedding not in ("rebuilt", "pca"):
-        raise ValueError(f"embedding must be 'rebuilt' or 'pca', got {embedding!r}.")
-    if embedding == "rebuilt":
+    if embedding not in ("latent", "rebuilt", "pca"):
+        raise ValueError(f"embedding must be 'latent', 'rebuilt' or 'pca', got {embedding!r}.")
+    if embedding == "latent":
+        _, fused, latents, weights = project_batches(
+            data, model, None, k, fusion, batch_size, scale
+        )
+        pca = latent_standardisation(model)
+        emb = joint_latent(latents, pca)
+    elif embedding == "rebuilt":
         # A linear map of the coefficients, like the PCA: one pass, dense or top-k.
         pca = rebuilt_projection(model)
         emb, fused, latents, weights = project_batches(
@@ -687,9 +722,12 @@ def map_query(
     k = auto_top_k(query.n_obs, model.module.n_anchors, top_k)
     # References embedded before the fusion was recorded used equal weights.
     fusion = str(pca.get("fusion", "mean"))
+    latent = pca.get("embedding") == "latent"
     emb, coef, latents, _ = project_batches(
-        query, model, pca, k, fusion, batch_size, pca.get("fusion_scale")
+        query, model, None if latent else pca, k, fusion, batch_size, pca.get("fusion_scale")
     )
+    if latent:
+        emb = joint_latent(latents, pca)
     query.obsm["X_scmsi"] = emb
     query.obsm[f"{KEY}_coef"] = coef
     for m, z in latents.items():
@@ -763,6 +801,8 @@ __all__ = [
     "project_batches",
     "project_coefficients",
     "rebuilt_projection",
+    "joint_latent",
+    "latent_standardisation",
     "streamed_coefficient_pca",
     "refine_domains",
     "smooth",
