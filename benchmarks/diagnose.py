@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="results folder (default benchmarks/results)")
     parser.add_argument("--save", help="also save every representation to this .npz")
     parser.add_argument("--model-dir", help="load the model from here if saved, else save it")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="SCMSI options key=value (an ablation)"
+    )
+    parser.add_argument("--train", nargs="*", default=[], help="train() options key=value")
     args = parser.parse_args(argv)
 
     import torch
@@ -74,12 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     labels = mdata.obs[LABEL_KEY].astype(str).to_numpy()
     m, types, _ = peers.scmsi_setup(mdata)
     kwargs = {} if args.preset is None else {"preset": args.preset}
+    kwargs |= {k: peers._option(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    train_kwargs = {k: peers._option(v) for k, v in (kv.split("=", 1) for kv in args.train)}
     t0, c0 = time.perf_counter(), time.process_time()
     if args.model_dir and Path(args.model_dir).exists():
         model = scmsi.SCMSI.load(args.model_dir, adata=m)
     else:
         model = scmsi.SCMSI(m, seed=args.seed, **kwargs)
-        model.train(max_epochs=args.epochs, enable_progress_bar=False)
+        model.train(max_epochs=args.epochs, enable_progress_bar=False, **train_kwargs)
         if args.model_dir:
             model.save(args.model_dir)
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0

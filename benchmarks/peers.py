@@ -530,6 +530,10 @@ def scmsi_default(mdata: md.MuData, seed: int, preset: dict | None = None) -> Pe
             extras["embedding_embedding_rebuilt"] = embed(fused_coef)
             mean_coef = scmsi.tl.project_batches(m, model, None, None, "mean")[1]
             extras["embedding_embedding_rebuilt-fusion-mean"] = embed(mean_coef)
+        else:
+            latents = {mod: m.obsm[f"X_scmsi_{mod}"] for mod in model.modality_names}
+            stats = scmsi.tl.latent_standardisation(model)
+            extras["embedding_embedding_latent"] = scmsi.tl.joint_latent(latents, stats)
     else:
 
         def embed(coef):
