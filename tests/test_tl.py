@@ -7,7 +7,7 @@ import scmsi
 def test_embed_and_cluster_writes_scanpy_keys(trained):
     model, md = trained
     scmsi.tl.embed_and_cluster(md, model, n_clusters=3)
-    # default embedding: both modalities' latents (10 each) rebuilt by the fused affinity
+    # default embedding: both modalities' latents (10 each), standardised, concatenated
     assert md.obsm["X_scmsi"].shape == (md.n_obs, 20)
     info = md.uns["scmsi_leiden"]
     assert info["n_clusters"] == md.obs["scmsi_leiden"].nunique()

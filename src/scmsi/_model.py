@@ -68,7 +68,7 @@ PRESETS: dict[str, dict] = {
         "scale_free": True,
         "anchor_grad": False,
         "fusion": "product",
-        "embedding": "rebuilt",
+        "embedding": "latent",
         "epoch_budget": 200,
     },
     "v0.1": {
