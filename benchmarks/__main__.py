@@ -23,20 +23,27 @@ scMSI with those options in the same run.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks._common import atomic_text, mean_sd
+from benchmarks._common import (
+    RESULTS,
+    ROOT,
+    atomic_text,
+    command_line,
+    dense,
+    load_npz,
+    machine_line,
+    mean_sd,
+    run_worker,
+    work_folder,
+    worker_env,
+)
 
-RESULTS = Path(__file__).resolve().parent / "results"
 NOTES = Path(__file__).resolve().parent / "notes"
 LABEL_KEY = "cell_type"
 
@@ -110,18 +117,13 @@ def run(args: argparse.Namespace) -> int:
             skipped[method] = reason
             print(f"{method}: skipped, {reason}", flush=True)
     labels = mdata.obs[LABEL_KEY].astype(str).to_numpy()
-    if args.work_dir:  # resume: finished (method, seed) runs in this folder are reused
-        work = Path(args.work_dir)
-        work.mkdir(parents=True, exist_ok=True)
-    else:
-        work = Path(tempfile.mkdtemp(prefix=f"scmsi-bench-{args.dataset}-"))
-    print(f"work folder: {work}", flush=True)
+    # resume: finished (method, seed) runs in --work-dir are reused
+    work = work_folder(args.work_dir, f"scmsi-bench-{args.dataset}-")
     h5mu = work / "data.h5mu"
     if not h5mu.exists():
         mdata.write_h5mu(h5mu)
     rows, embeddings, scmsi_extras = [], {}, {}
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    root = Path(__file__).resolve().parents[1]
+    env = worker_env(args.threads)
     for method in methods:
         for seed in seeds:
             out = work / f"{method}_{seed}.npz"
@@ -139,14 +141,8 @@ def run(args: argparse.Namespace) -> int:
             if args.smoke and method == "scmsi":
                 env["SCMSI_BENCH_MAX_EPOCHS"] = "20"
             t0 = time.perf_counter()
-            if out.exists():
-                proc = subprocess.CompletedProcess(cmd, 0)
-            else:
-                proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
-                raise SystemExit(f"{method} seed {seed} failed (exit {proc.returncode})")
-            res = dict(np.load(out, allow_pickle=False))
+            run_worker(cmd, out, f"{method} seed {seed}", env)
+            res = load_npz(out)
             scores = _score(res, labels, seed)
             rows.append(
                 {
@@ -220,10 +216,7 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _write_report(table, name, args, out_dir: Path, n_cells: int, mdata, skipped) -> None:
-    import scvi
-    import torch
 
-    import scmsi
     from benchmarks import peers
 
     summary = summarise(table)
@@ -232,7 +225,7 @@ def _write_report(table, name, args, out_dir: Path, n_cells: int, mdata, skipped
         f"{m} ({t}, {mdata[m].n_vars} features)" for m, t in types.items() if m in mdata.mod
     )
     lines = [f"# Benchmark: {name}", ""]
-    cmd = "python -m benchmarks run " + " ".join(sys.argv[2:])
+    cmd = command_line("benchmarks", sys.argv[1:])
     lines += [
         f"Command: `{cmd}`",
         "",
@@ -263,9 +256,7 @@ def _write_report(table, name, args, out_dir: Path, n_cells: int, mdata, skipped
         lines += ["", notes.read_text().strip()]
     lines += [
         "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs; python "
-        f"{platform.python_version()}, scmsi {scmsi.__version__}, scvi-tools "
-        f"{scvi.__version__}, torch {torch.__version__}.",
+        machine_line(),
         "",
         "Per-seed results: `" + f"{name}.csv" + "`.",
     ]
@@ -359,7 +350,7 @@ def _marker_heatmap(mdata, embedding, labels, path: Path, n_genes: int = 3) -> N
         top = [g for g in rna.uns["rank_genes_groups"]["names"][c] if g not in genes]
         genes += top[:n_genes]
     prot = ad.AnnData(
-        np.asarray(_dense(mdata["prot"].layers["counts"]), dtype=np.float32),
+        dense(mdata["prot"].layers["counts"], np.float32),
         var=mdata["prot"].var[[]],
     )
     mu.prot.pp.clr(prot, axis=1)
@@ -370,7 +361,7 @@ def _marker_heatmap(mdata, embedding, labels, path: Path, n_genes: int = 3) -> N
         return (df - df.min()) / span
 
     panels = [
-        (cluster_means(_dense(rna[:, genes].X), genes), "marker genes (log-normalised)"),
+        (cluster_means(dense(rna[:, genes].X), genes), "marker genes (log-normalised)"),
         (cluster_means(prot.X, list(prot.var_names)), "proteins (CLR)"),
     ]
     widths = [len(genes), prot.n_vars]
@@ -406,7 +397,7 @@ def _protein_panel(mdata, xy, extras: dict, path: Path) -> None:
         wanted += hit[:1]
     if not wanted:
         return
-    prot = ad.AnnData(np.asarray(_dense(mdata["prot"].layers["counts"]), dtype=np.float32))
+    prot = ad.AnnData(dense(mdata["prot"].layers["counts"], np.float32))
     prot.var_names = list(mdata["prot"].var_names)
     mu.prot.pp.clr(prot, axis=1)
     fig, axes = plt.subplots(len(wanted), 3, figsize=(11, 3.2 * len(wanted)), squeeze=False)
@@ -432,18 +423,14 @@ def _protein_panel(mdata, xy, extras: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _dense(x) -> np.ndarray:
-    return np.asarray(x.toarray() if hasattr(x, "toarray") else x)
-
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+BENCH_PAGE = ROOT / "docs" / "benchmarks.md"
 
 
 def _update_readme(name: str, results_md: Path) -> None:
-    """Copy the results table into README.md between ``<!-- bench:NAME -->`` markers."""
-    if not README.exists():
+    """Copy the results table into docs/benchmarks.md between ``<!-- bench:NAME -->`` markers."""
+    if not BENCH_PAGE.exists():
         return
-    text = README.read_text()
+    text = BENCH_PAGE.read_text()
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     if start not in text or end not in text:
         return
@@ -465,7 +452,7 @@ def _update_readme(name: str, results_md: Path) -> None:
         x for x in (start, command, "", table, "", ratio, not_run, end) if x is not None
     )
     head, rest = text.split(start, 1)
-    atomic_text(README, head + block + rest.split(end, 1)[1])
+    atomic_text(BENCH_PAGE, head + block + rest.split(end, 1)[1])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,21 +39,29 @@ classic batch ASW (``silhouette_batch``). Mean ± sd over seeds.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks._common import mean_sd
+from benchmarks._common import (
+    RESULTS,
+    ROOT,
+    atomic_text,
+    atomic_write,
+    command_line,
+    load_npz,
+    machine_line,
+    mean_sd,
+    measured,
+    run_worker,
+    save_npz,
+    work_folder,
+    worker_env,
+)
 
-RESULTS = Path(__file__).resolve().parent / "results"
-ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("dlpfc_pair", "eccite")
 BATCH, LABEL = "batch", "label"
 N_PCS = 30
@@ -69,10 +77,20 @@ AGGREGATES = ("Bio conservation", "Batch correction", "Total")
 
 
 # ------------------------------------------------------------------------------ data
+def _mudata(mods: dict, obs: pd.DataFrame, types: dict[str, str]):
+    """MuData of ``mods`` with the global ``obs`` given (not pulled from the modalities)."""
+    import mudata as md
+
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData(mods)
+    mdata.obs = obs
+    mdata.uns["modality_types"] = types
+    return mdata
+
+
 def build_dlpfc_pair(sections: tuple[str, str] = ("151674", "151675"), n_top_genes: int = 3000):
     """Two DLPFC sections as one MuData: ``rna`` (counts) + ``niche`` (continuous)."""
     import anndata as ad
-    import mudata as md
     import scanpy as sc
     from scipy import sparse
 
@@ -106,10 +124,7 @@ def build_dlpfc_pair(sections: tuple[str, str] = ("151674", "151675"), n_top_gen
         obs=obs.copy(),
         var=pd.DataFrame(index=[f"niche_pc{i + 1}" for i in range(niche.shape[1])]),
     )
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna, "niche": nic})
-    mdata.obs = obs
-    mdata.uns["modality_types"] = {"rna": "counts", "niche": "continuous"}
+    mdata = _mudata({"rna": rna, "niche": nic}, obs, {"rna": "counts", "niche": "continuous"})
     mdata.uns["description"] = (
         f"DLPFC {' + '.join(sections)} (batches); {len(genes)} shared genes -> "
         f"{rna.n_vars} HVGs (seurat_v3, per-section batch_key); niche = {N_PCS} PCs of the "
@@ -121,7 +136,6 @@ def build_dlpfc_pair(sections: tuple[str, str] = ("151674", "151675"), n_top_gen
 
 def build_eccite(n_top_genes: int = 2000):
     """ECCITE-seq PBMC: ``rna`` (HVG counts) + ``prot``; batch = hashtag; no labels."""
-    import mudata as md
     import scanpy as sc
 
     import scmsi
@@ -147,10 +161,7 @@ def build_eccite(n_top_genes: int = 2000):
     obs = pd.DataFrame({BATCH: pd.Categorical(src.obs["hashtag"].astype(str))}, index=src.obs_names)
     for a in (rna, prot):
         a.obs = obs.copy()
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna, "prot": prot})
-    mdata.obs = obs
-    mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}
+    mdata = _mudata({"rna": rna, "prot": prot}, obs, {"rna": "counts", "prot": "protein"})
     mdata.uns["description"] = (
         f"ECCITE-seq PBMC control, {mdata.n_obs} cells, batch = hashtag (4); RNA "
         f"{rna.n_vars} HVGs (seurat_v3, batch_key; of the genes in >= 3 cells of every batch), "
@@ -284,33 +295,18 @@ def run_method(method: str, mdata, seed: int, epochs: int | None) -> dict:
 
 def _worker(args: argparse.Namespace) -> None:
     """One (method, seed) in this process: embeddings + time, CPU time, peak RSS -> npz."""
-    import resource
-
     import mudata as md
-    from threadpoolctl import threadpool_limits
-
-    from benchmarks.peers import _peak_rss_mib
 
     if args.method in ("scvi", "totalvi", "scmsi"):
         import torch
 
         torch.set_num_threads(1)
     mdata = md.read_h5mu(args.h5mu)
-    with threadpool_limits(limits=1):
-        t0, c0 = time.perf_counter(), time.process_time()
+    with measured(1) as cost:
         res = run_method(args.method, mdata, args.seed, args.epochs)
-        time_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     out = {f"emb_{k}": np.asarray(v, np.float32) for k, v in res["embeddings"].items()}
-    out.update(
-        time_s=time_s,
-        cpu_s=cpu_s,
-        peak_rss_mib=_peak_rss_mib(resource),
-        notes=res["notes"],
-        obs_names=np.asarray(mdata.obs_names, dtype=str),
-    )
-    tmp = f"{args.out}.tmp.npz"  # atomic: a killed run leaves no npz that looks finished
-    np.savez_compressed(tmp, **out)
-    os.replace(tmp, args.out)
+    out.update(cost, notes=res["notes"], obs_names=np.asarray(mdata.obs_names, dtype=str))
+    save_npz(args.out, **out)
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -391,9 +387,7 @@ def run(args: argparse.Namespace) -> int:
     epochs = SMOKE_EPOCHS if args.smoke else args.epochs
     if epochs is None:
         epochs = DEFAULT_EPOCHS[args.dataset]
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix=f"scmsi-batch-{args.dataset}-"))
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"work folder: {work}", flush=True)
+    work = work_folder(args.work_dir, f"scmsi-batch-{args.dataset}-")
     h5mu = work / "data.h5mu"
     if not h5mu.exists():
         mdata = build(args.dataset, args.smoke)
@@ -404,7 +398,7 @@ def run(args: argparse.Namespace) -> int:
     batch = mdata.obs[BATCH].astype(str).to_numpy()
     labels = mdata.obs[LABEL].to_numpy() if LABEL in mdata.obs else None
     scored = np.ones(mdata.n_obs, bool) if labels is None else pd.notna(labels)
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = worker_env(1)
     runs, tables = [], []
     for seed in seeds:
         embeddings = {}
@@ -416,12 +410,8 @@ def run(args: argparse.Namespace) -> int:
             ep = epochs if (method == "scmsi" or args.smoke) else None
             cmd += ["--epochs", str(ep)] if ep is not None else []
             t0 = time.perf_counter()
-            if not out.exists():
-                proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
-                    raise SystemExit(f"{method} seed {seed} failed (exit {proc.returncode})")
-            res = dict(np.load(out, allow_pickle=False))
+            run_worker(cmd, out, f"{method} seed {seed}", env)
+            res = load_npz(out)
             for key in (k for k in res if k.startswith("emb_")):
                 embeddings[key[4:]] = res[key][scored]
             runs.append(
@@ -461,19 +451,9 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def report(table, runs, name, out_dir: Path, mdata, n_scored, args) -> None:
     """Write ``<name>.md``, ``<name>.csv`` (per seed) and ``<name>.png`` (heat table)."""
     import scib_metrics
-    import scvi
-    import torch
-
-    import scmsi
 
     summary = summarise(table)
     method_of = {e: e if e != "scmsi_latent" else "scmsi" for e in table["embedding"].unique()}
@@ -485,7 +465,7 @@ def report(table, runs, name, out_dir: Path, mdata, n_scored, args) -> None:
     summary["peak RSS (MiB)"] = [f"{cost.loc[method_of[e], 'rss']:.0f}" for e in summary.embedding]
     labelled = LABEL in mdata.obs
     lines = [f"# Batch correction: {args.dataset}", ""]
-    lines += [f"Command: `python -m benchmarks.batch {' '.join(sys.argv[1:])}`", ""]
+    lines += [f"Command: `{command_line('benchmarks.batch')}`", ""]
     lines += [
         f"Data: {mdata.uns['description']}. Cells scored: {n_scored} of {mdata.n_obs}"
         f"{' (spots with a layer label)' if labelled else ''}; batches: "
@@ -520,17 +500,18 @@ def report(table, runs, name, out_dir: Path, mdata, n_scored, args) -> None:
         lines += ["", notes.read_text().strip()]
     lines += [
         "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs (shared with other jobs); "
-        f"python {platform.python_version()}, scmsi {scmsi.__version__}, scvi-tools "
-        f"{scvi.__version__}, torch {torch.__version__}, scib-metrics "
-        f"{scib_metrics.__version__}, harmonypy {_version('harmonypy')}, jax {_version('jax')}.",
+        machine_line(
+            shared=True,
+            extra=f", scib-metrics {scib_metrics.__version__}, harmonypy "
+            f"{_version('harmonypy')}, jax {_version('jax')}",
+        ),
         "",
         f"Per-seed scores: `{name}.csv`; heat table: `{name}.png`.",
     ]
     text = "\n".join(lines) + "\n"
-    _atomic(out_dir / f"{name}.md", lambda p: p.write_text(text))
-    _atomic(out_dir / f"{name}.csv", lambda p: table.to_csv(p, index=False))
-    _atomic(out_dir / f"{name}.png", lambda p: heat_table(table, p, args.dataset))
+    atomic_text(out_dir / f"{name}.md", text)
+    atomic_write(out_dir / f"{name}.csv", lambda p: table.to_csv(p, index=False))
+    atomic_write(out_dir / f"{name}.png", lambda p: heat_table(table, p, args.dataset))
     print(text)
 
 

@@ -31,20 +31,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks._common import mean_sd
+from benchmarks import _common as common
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LABEL_KEY = "cell_type"
 QUERY_FRACTION = 0.3
 HIDDEN_FRACTIONS = (0.3, 0.5)
@@ -62,10 +57,7 @@ def _splits(n: int, seed: int, fraction: float) -> np.ndarray:
 
 
 def _counts(a) -> np.ndarray:
-    from scipy import sparse
-
-    x = a.layers["counts"] if "counts" in a.layers else a.X
-    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float64)
+    return common.dense(a.layers["counts"] if "counts" in a.layers else a.X, np.float64)
 
 
 def clr(x: np.ndarray) -> np.ndarray:
@@ -248,7 +240,7 @@ def _worker(job_json: str, h5mu: str, out: str, threads: int) -> None:
         res["time_s"] = time.perf_counter() - t0
     arrays = {k: np.asarray(v) for k, v in res.items()}
     arrays = {k: v.astype(str) if v.dtype == object else v for k, v in arrays.items()}
-    np.savez_compressed(out, **arrays)
+    common.save_npz(out, **arrays)
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -391,27 +383,22 @@ def _imputation_rows(mdata, results: dict, fraction: float, seed: int):
 def _run_job(job: dict, h5mu: Path, work: Path, threads: int) -> dict:
     name = "_".join(str(job[k]) for k in ("task", "method", "fraction", "seed") if k in job)
     out = work / f"{name}.npz"
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.mapping",
+        "_worker",
+        json.dumps(job),
+        str(h5mu),
+        str(out),
+        "--threads",
+        str(threads),
+    ]
+    t0 = time.perf_counter()
     if not out.exists():
-        cmd = [
-            sys.executable,
-            "-m",
-            "benchmarks.mapping",
-            "_worker",
-            json.dumps(job),
-            str(h5mu),
-            str(out),
-            "--threads",
-            str(threads),
-        ]
-        t0 = time.perf_counter()
-        root = Path(__file__).resolve().parents[1]
-        env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(threads))
-        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
-            raise SystemExit(f"{name} failed (exit {proc.returncode})")
+        common.run_worker(cmd, out, name, common.worker_env(threads))
         print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
-    return dict(np.load(out, allow_pickle=False))
+    return common.load_npz(out)
 
 
 def _summary(table: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
@@ -419,33 +406,26 @@ def _summary(table: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFram
     for key, g in table.groupby(by, sort=False):
         key = key if isinstance(key, tuple) else (key,)
         out.append(
-            {**dict(zip(by, key, strict=True)), **{c: mean_sd(g[c], "n/a") for c in cols if c in g}}
+            {
+                **dict(zip(by, key, strict=True)),
+                **{c: common.mean_sd(g[c], "n/a") for c in cols if c in g},
+            }
         )
     return pd.DataFrame(out)
 
 
 def _footer(args, n_cells: int) -> list[str]:
-    import scvi
-    import torch
-
-    import scmsi
-
     return [
         "",
         f"Cells: {n_cells}; seeds: {list(range(args.seeds))}; one process per training, "
         f"{args.threads} thread(s).",
         "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs; python "
-        f"{platform.python_version()}, scmsi {scmsi.__version__}, scvi-tools "
-        f"{scvi.__version__}, torch {torch.__version__}.",
+        common.machine_line(),
     ]
 
 
 def _write(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    common.atomic_text(path, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -457,17 +437,15 @@ def run(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(0)
         keep = np.sort(rng.choice(mdata.n_obs, size=min(400, mdata.n_obs), replace=False))
         mdata = mdata[keep].copy()
-    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="scmsi-map-"))
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"work folder: {work}", flush=True)
+    work = common.work_folder(args.work_dir, "scmsi-map-")
     h5mu = work / "data.h5mu"
     if not h5mu.exists():
         mdata.write_h5mu(h5mu)
     max_epochs = 20 if args.smoke else None
     tasks = args.tasks.split(",")
     name = f"{args.dataset}{'_smoke' if args.smoke else ''}"
-    out_dir = Path(args.out) if args.out else RESULTS
-    cmd = "python -m benchmarks.mapping " + " ".join(sys.argv[1:])
+    out_dir = Path(args.out) if args.out else common.RESULTS
+    cmd = common.command_line("benchmarks.mapping")
 
     if "mapping" in tasks:
         rows = []

@@ -51,6 +51,8 @@ import pandas as pd
 import scanpy as sc
 from scipy import sparse
 
+from benchmarks._common import dense, measured, save_npz
+
 __all__ = [
     "METHODS",
     "applicable",
@@ -94,10 +96,6 @@ def _counts(adata: ad.AnnData) -> ad.AnnData:
     x = adata.layers.get("counts", adata.X)
     x = x.astype(np.float32, copy=True)
     return ad.AnnData(x, obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
-
-
-def _dense(x) -> np.ndarray:
-    return np.asarray(x.toarray() if sparse.issparse(x) else x)
 
 
 def _is_integer(x) -> bool:
@@ -147,7 +145,7 @@ def process_modality(
         import muon as mu
 
         a = _counts(mdata[mod])
-        a.X = _dense(a.X)
+        a.X = dense(a.X)
         mu.prot.pp.clr(a, axis=1)  # axis=1: centre log-counts within each cell
         red = _pca(a, a.n_vars - 1, seed)
         notes = (
@@ -184,7 +182,7 @@ def process_modality(
             var=pd.DataFrame(index=[f"lsi_{i + 2}" for i in range(red.shape[1])]),
         )
     elif kind == "continuous":
-        x = _dense(mdata[mod].X).astype(np.float32)
+        x = dense(mdata[mod].X, np.float32)
         a = ad.AnnData(x, obs=mdata[mod].obs[[]].copy(), var=mdata[mod].var[[]].copy())
         if a.n_vars <= MAX_RAW_CONTINUOUS:
             red = x.copy()
@@ -491,6 +489,7 @@ def scmsi_default(mdata: md.MuData, seed: int, preset: dict | None = None) -> Pe
     retraining, since the fusion only reads the trained coefficients.
     """
     import scmsi
+    from scmsi._fusion import fusion_scale
 
     m, types, layers = scmsi_setup(mdata)
     model = scmsi.SCMSI(m, seed=seed, **(preset or {}))
@@ -542,7 +541,7 @@ def scmsi_default(mdata: md.MuData, seed: int, preset: dict | None = None) -> Pe
     if len(types) > 1 and embedding != "latent":
         # Ablation, no retraining: the same coefficients under the other fusions.
         for other in (f for f in scmsi.FUSIONS if f != fusion):
-            scale = model.get_modality_weights(m).attrs["scale"] if other == "adaptive" else None
+            scale = fusion_scale(model, m, other)
             # one pass: fused coefficients and the weights they were fused with
             _, coef, _, weights = scmsi.tl.project_batches(m, model, None, None, other, None, scale)
             if weights is not None:
@@ -598,29 +597,9 @@ def get_method(name: str) -> Callable[[md.MuData, int], PeerResult]:
     raise KeyError(f"Unknown method {name!r}; use one of {sorted(METHODS)} or only_<modality>.")
 
 
-def _peak_rss_mib(resource) -> float:
-    """This process's peak resident memory in MiB.
-
-    Linux keeps ``ru_maxrss`` across ``exec``, so a child started by a large parent would report
-    the parent's peak; ``VmHWM`` belongs to the process's own address space.
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def _main(argv: list[str] | None = None) -> None:
     """Run one peer method on an h5mu file and save the result as npz (see module docstring)."""
     import argparse
-    import resource
-    import time
-
-    from threadpoolctl import threadpool_limits
 
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.peers", description=__doc__.splitlines()[0]
@@ -644,18 +623,13 @@ def _main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
     mdata = md.read_h5mu(args.h5mu)
-    with threadpool_limits(limits=args.threads):
-        t0, c0 = time.perf_counter(), time.process_time()
+    with measured(args.threads) as cost:
         res = method(mdata, args.seed)
-        time_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    peak_rss_mib = _peak_rss_mib(resource)
 
     out: dict[str, Any] = {
         "method": args.method,
         "seed": args.seed,
-        "time_s": time_s,
-        "cpu_s": cpu_s,
-        "peak_rss_mib": peak_rss_mib,
+        **cost,
         "threads": args.threads,
         "notes": res["notes"],
         "obs_names": np.asarray(mdata.obs_names, dtype=str),
@@ -672,12 +646,10 @@ def _main(argv: list[str] | None = None) -> None:
         )
     for key, value in res.get("extras", {}).items():
         out[f"extra_{key}"] = value
-    tmp = f"{args.out_npz}.tmp.npz"  # atomic: a killed run leaves no npz that looks finished
-    np.savez_compressed(tmp, **out)
-    os.replace(tmp, args.out_npz)
+    save_npz(args.out_npz, **out)
     print(
-        f"{args.method} seed={args.seed}: {time_s:.1f} s, "
-        f"peak RSS {peak_rss_mib:.0f} MiB -> {args.out_npz}"
+        f"{args.method} seed={args.seed}: {cost['time_s']:.1f} s, "
+        f"peak RSS {cost['peak_rss_mib']:.0f} MiB -> {args.out_npz}"
     )
 
 

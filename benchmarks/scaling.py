@@ -33,8 +33,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,22 +41,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks._common import (
+    RESULTS,
+    atomic_text,
+    atomic_write,
+    command_line,
+    machine_line,
+    measured,
+    peak_rss_mib,
+    run_worker,
+    worker_env,
+)
+
 WARMUP = 5  # training steps excluded from the step time (allocator and loader warm-up)
 BATCH_SIZE = 256  # the training minibatch of both methods' defaults
 DATA = {"n_genes": 4000, "n_proteins": 100, "n_types": 12, "n_batches": 4, "seed": 0}
 
 
 # ------------------------------------------------------------------------------ measuring
-def _rss_mib(field: str = "VmHWM") -> float:
-    """This process's peak (``VmHWM``) or current (``VmRSS``) resident memory, MiB."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 class _Clock:
     """Wall time of named phases, with the peak RSS reached by the end of each."""
 
@@ -75,7 +75,7 @@ class _Clock:
 
             def __exit__(self, *exc):
                 clock.times[name] = clock.times.get(name, 0.0) + time.perf_counter() - self.t0
-                clock.rss[name] = _rss_mib()
+                clock.rss[name] = peak_rss_mib()
 
         return _Phase()
 
@@ -190,9 +190,15 @@ def work_scmsi_train(args) -> dict:
     return {"times": clock.times, "rss": clock.rss, "n_anchors": model.module.n_anchors, **est}
 
 
+def _totalvi_max_epochs(n_obs: int) -> int:
+    """totalVI's default ``max_epochs``: scvi-tools' heuristic (a private function there,
+    ``get_max_epochs_heuristic``): 400 up to 20,000 cells, then ``20000 / N * 400``, at least 1.
+    """
+    return max(1, min(round(20_000 / n_obs * 400), 400))
+
+
 def work_totalvi_train(args) -> dict:
     import scvi
-    from scvi.model._utils import get_max_epochs_heuristic
 
     clock = _Clock()
     mdata = _read(args.h5mu, clock)
@@ -210,7 +216,7 @@ def work_totalvi_train(args) -> dict:
     timer = _step_timer()
     with clock("train_timed_steps"):
         model.train(**_train_kwargs(args, timer))
-    est = _epoch_estimate(model, timer, get_max_epochs_heuristic(mdata.n_obs))
+    est = _epoch_estimate(model, timer, _totalvi_max_epochs(mdata.n_obs))
     return {"times": clock.times, "rss": clock.rss, **est}
 
 
@@ -267,26 +273,22 @@ def _worker_main(argv: list[str]) -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     import torch
-    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(args.threads)
     load0 = os.getloadavg()
-    t0, c0 = time.perf_counter(), time.process_time()
-    with threadpool_limits(limits=args.threads):
+    with measured(args.threads) as cost:
         res = WORKERS[args.job](args)
     res.update(
         job=args.job,
         n_cells=args.n,
-        wall_s=time.perf_counter() - t0,
-        cpu_s=time.process_time() - c0,
-        peak_rss_mib=_rss_mib(),
+        wall_s=cost["time_s"],
+        cpu_s=cost["cpu_s"],
+        peak_rss_mib=cost["peak_rss_mib"],
         loadavg_start=load0[0],
         loadavg_end=os.getloadavg()[0],
         threads=args.threads,
     )
-    tmp = f"{args.out_json}.tmp"
-    Path(tmp).write_text(json.dumps(res, indent=1))
-    os.replace(tmp, args.out_json)
+    atomic_text(Path(args.out_json), json.dumps(res, indent=1))
 
 
 # ------------------------------------------------------------------------------ driver
@@ -307,14 +309,14 @@ def _run(job: str, n: int, workdir: Path, args) -> dict:
         f"--val-steps={args.val_steps}",
         f"--threads={args.threads}",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    env["MKL_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = str(args.threads)
     print(f"[{time.strftime('%H:%M:%S')}] {job} N={n}", flush=True)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-    if proc.returncode != 0 or not out.exists():
-        tail = (proc.stdout + proc.stderr)[-3000:]
-        print(tail, flush=True)
-        return {"job": job, "n_cells": n, "error": f"exit {proc.returncode}: {tail[-300:]}"}
+    # a failed size is recorded in the report, and the next sizes still run
+    error = run_worker(
+        cmd, out, f"{job} N={n}", worker_env(args.threads, PYTHONWARNINGS=""),
+        check=False, reuse=False, timeout=args.timeout,
+    )  # fmt: skip
+    if error is not None:
+        return {"job": job, "n_cells": n, "error": error}
     res = json.loads(out.read_text())
     print(
         f"    {res['wall_s']:.0f} s, peak RSS {res['peak_rss_mib']:.0f} MiB, "
@@ -322,25 +324,6 @@ def _run(job: str, n: int, workdir: Path, args) -> dict:
         flush=True,
     )
     return res
-
-
-def _versions() -> str:
-    from importlib.metadata import version
-
-    dists = ("scmsi", "scvi-tools", "torch", "lightning", "anndata", "mudata", "scanpy")
-    dists += ("scikit-learn", "pynndescent", "igraph", "numpy", "scipy")
-    return ", ".join(f"{d} {version(d)}" for d in dists)
-
-
-def _machine() -> str:
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} CPU cores ({cpu}), {mem:.0f} GiB RAM, no GPU; {platform.platform()}"
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
@@ -446,15 +429,9 @@ def _write(rows: list[dict], args, started: float) -> None:
     summary = _summary(df)
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / args.name
-    tmp = stem.with_suffix(".tmp.csv")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, stem.with_suffix(".csv"))
+    atomic_write(stem.with_suffix(".csv"), lambda p: df.to_csv(p, index=False))
     _plot(summary, stem.with_suffix(".png"))
-    argv = sys.argv[1:]
-    if "--note" in argv:  # the note is printed below, not in the command
-        i = argv.index("--note")
-        argv = argv[:i] + ["--note", "..."] + argv[i + 2 :]
-    cmd = "python -m benchmarks.scaling " + " ".join(argv)
+    cmd = command_line("benchmarks.scaling")  # the note is printed below, not in the command
     run = [r for r in rows if not r.get("cached") and r.get("job") != "generate"]
     wall = f" ({(time.time() - started) / 60:.0f} min wall)" if run else ""
     errors = [f"- {r['job']} N={r['n_cells']}: {r['error']}" for r in rows if "error" in r]
@@ -463,11 +440,9 @@ def _write(rows: list[dict], args, started: float) -> None:
         "",
         f"Command: `{cmd}`{wall}.",
         "",
-        f"Machine: {_machine()}. Torch/BLAS threads per process: {args.threads}. "
+        f"{machine_line(threads=args.threads, versions=True)} "
         "Other jobs shared the CPU: the 1-minute load average before/after each process is in "
         "the last column (2 cores: a load above 2 slows every job).",
-        "",
-        f"Versions: {_versions()}.",
         "",
         "Data: `scmsi.datasets.synthetic_citeseq(N, "
         + ", ".join(f"{k}={v}" for k, v in DATA.items())
@@ -500,9 +475,7 @@ def _write(rows: list[dict], args, started: float) -> None:
         lines += ["", args.note]
     if errors:
         lines += ["", "Failed processes:", "", *errors]
-    tmp = stem.with_suffix(".tmp.md")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, stem.with_suffix(".md"))
+    atomic_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

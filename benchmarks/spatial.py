@@ -28,17 +28,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks._common import mean_sd
+from benchmarks._common import (
+    atomic_text,
+    command_line,
+    machine_line,
+    mean_sd,
+    run_worker,
+    save_npz,
+    work_folder,
+    worker_env,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,9 +179,7 @@ def _worker(args: argparse.Namespace) -> None:
         notes=notes,
         has_genes=has_genes,
     )
-    tmp = f"{args.out}.tmp.npz"
-    np.savez_compressed(tmp, **out)
-    os.replace(tmp, args.out)
+    save_npz(args.out, **out)
 
 
 def _spagcn_input(adata, k: int, dataset: str, work: Path, section: str) -> tuple[Path, bool]:
@@ -216,10 +220,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = args.dataset
     sections = args.sections.split(",") if args.sections else SECTIONS[dataset]
     methods = args.methods.split(",") if args.methods else DEFAULT_METHODS[dataset]
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix=f"scmsi-spatial-{dataset}-"))
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"work folder: {work}", flush=True)
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    work = work_folder(args.work_dir, f"scmsi-spatial-{dataset}-")
+    env = worker_env(1)
     rows, examples = [], {}
     for section in sections:
         adata = load_section(dataset, section)
@@ -238,12 +240,9 @@ def run(args: argparse.Namespace) -> int:
                     cmd += [section, method, str(seed), str(out)]
                     cmd += ["--epochs", str(args.epochs)] if args.epochs else []
                 t0 = time.perf_counter()
-                if not out.exists():
-                    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-                    if proc.returncode != 0:
-                        print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
-                        print(f"FAILED {section} {method} seed {seed}", flush=True)
-                        continue
+                if run_worker(cmd, out, "", env, check=False) is not None:
+                    print(f"FAILED {section} {method} seed {seed}", flush=True)
+                    continue
                 res = dict(np.load(out, allow_pickle=False))
                 pred = res["labels"]
                 row = {
@@ -291,16 +290,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(table: pd.DataFrame, dataset: str, args, sections) -> None:
-    import scvi
-    import torch
-
-    import scmsi
 
     out_dir = Path(args.out) if args.out else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     name = args.name or dataset
     lines = [f"# Spatial domains: {dataset}", ""]
-    lines += [f"Command: `python -m benchmarks.spatial {' '.join(sys.argv[1:])}`", ""]
+    lines += [f"Command: `{command_line('benchmarks.spatial')}`", ""]
     lines += [
         "ARI (mean ± sd over seeds) against the annotation, labelled spots only; every method "
         "asked for k = number of labelled domains. `auto`: scMSI's label-free domain count.",
@@ -329,17 +324,13 @@ def _report(table: pd.DataFrame, dataset: str, args, sections) -> None:
         lines.append(f"- **{method}**: {g['notes'].iloc[0]}")
     lines += [
         "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs (shared); one thread per run; "
-        f"python {platform.python_version()}, scmsi {scmsi.__version__}, scvi-tools "
-        f"{scvi.__version__}, torch {torch.__version__}.",
+        machine_line(shared=True, threads=1),
         "",
         f"Per-seed results: `{name}.csv`; domains of seed 0: `{name}_<section>.png`.",
     ]
     text = "\n".join(lines) + "\n"
-    for path, body in ((out_dir / f"{name}.md", text), (out_dir / f"{name}.csv", None)):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(body if body is not None else table.to_csv(index=False))
-        os.replace(tmp, path)
+    atomic_text(out_dir / f"{name}.md", text)
+    atomic_text(out_dir / f"{name}.csv", table.to_csv(index=False))
     print(text)
 
 

@@ -4,12 +4,21 @@ import pytest
 import scvi
 import torch
 
-from scmsi._synthetic import synthetic_cite
+from tests._synthetic import synthetic_cite
 
 scvi.settings.verbosity = 30
-torch.set_num_threads(int(os.environ.get("SCMSI_TEST_THREADS", "2")))
+_THREADS = int(os.environ.get("SCMSI_TEST_THREADS", "2"))
+torch.set_num_threads(_THREADS)
 
 FAST = {"max_epochs": 15, "enable_progress_bar": False, "early_stopping": False}
+
+
+@pytest.fixture(autouse=True)
+def _scmsi_threads():
+    """scmsi sets torch's threads at each training/inference pass: pin them for the tests."""
+    import scmsi
+
+    scmsi.settings.num_threads = _THREADS
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import numpy as np
 
 from scmsi._anchors import default_n_anchors, lognormalize, select_anchors
-from scmsi._synthetic import synthetic_cite
+from tests._synthetic import synthetic_cite
 
 
 def test_default_n_anchors_scales_and_caps():

@@ -1,11 +1,13 @@
 from pathlib import Path
 
 import mudata
+import pytest
 
-from scmsi._synthetic import synthetic_cite
 from scmsi.cli import main
+from tests._synthetic import synthetic_cite
 
 
+@pytest.mark.slow
 def test_fit_writes_results_and_figure(tmp_path: Path, capsys):
     md = synthetic_cite(n_cells=200, n_genes=60, n_proteins=6, n_types=3, seed=0)
     src = tmp_path / "in.h5mu"

@@ -51,6 +51,7 @@ def test_registry_and_unknown_name():
         datasets.load("nope")
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_snare_seq(local):
     _need("snare_seq")
@@ -88,6 +89,7 @@ def test_snare_seq(local):
         assert means.idxmax() == line, (gene, means.to_dict())
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_scicar_a549(local):
     _need("scicar_a549")
@@ -106,12 +108,14 @@ def test_scicar_a549(local):
     assert sparse.issparse(rna.X) and not np.array_equal(rna.X.data, np.round(rna.X.data))
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_inhouse_pbmc_types(local):
     _need("inhouse_pbmc")
     assert local("inhouse_pbmc").uns["modality_types"] == {"rna": "counts", "prot": "protein"}
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_scicar_rda_matches_h5mu():
     """The download route (.rda, converted with `rdata`) gives the values of the local h5mu."""
@@ -125,6 +129,7 @@ def test_scicar_rda_matches_h5mu():
     assert a[2].reindex(b[2].index).tolist() == b[2].tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_download_route_verifies_and_uses_pinned_urls(monkeypatch, tmp_path):
     """Without local copies the loaders fetch pinned raw GitHub URLs with sha256 checks.
@@ -156,6 +161,7 @@ def test_download_route_verifies_and_uses_pinned_urls(monkeypatch, tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_eccite_pbmc(local):
     _need("eccite_pbmc")
@@ -176,6 +182,7 @@ def test_eccite_pbmc(local):
     assert sparse.issparse(x) and np.array_equal(x.data, np.round(x.data))
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_eccite_download_route_matches_h5mu(monkeypatch, tmp_path):
     """Without the h5mu the pinned .rda is fetched (simulated: copied) and gives the same data."""

@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 
 import scmsi
-from scmsi._synthetic import synthetic_cite
+from tests._synthetic import synthetic_cite
 
 from .conftest import FAST
 
 
+@pytest.mark.slow
 def test_outputs_have_expected_shapes(trained):
     model, md = trained
     n, a = md.n_obs, 40
@@ -28,12 +29,14 @@ def test_outputs_have_expected_shapes(trained):
     assert corrected.shape == (n, 80)
 
 
+@pytest.mark.slow
 def test_loss_decreases(trained):
     model, _ = trained
     elbo = model.history["elbo_train"].to_numpy().ravel()
     assert elbo[-1] < 0.7 * elbo[0]
 
 
+@pytest.mark.slow
 def test_same_seed_same_coefficients(mdata):
     def run():
         md = synthetic_cite(n_cells=240, n_genes=80, n_proteins=8, n_types=3, n_batches=2)
@@ -45,6 +48,7 @@ def test_same_seed_same_coefficients(mdata):
     np.testing.assert_array_equal(run(), run())
 
 
+@pytest.mark.slow
 def test_save_load_round_trip(trained, tmp_path):
     model, md = trained
     model.save(tmp_path / "m", overwrite=True)
@@ -56,6 +60,7 @@ def test_save_load_round_trip(trained, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_out_of_sample_cells_use_trained_anchors(trained):
     model, md = trained
     new = synthetic_cite(n_cells=240, n_genes=80, n_proteins=8, n_types=3, n_batches=2, seed=0)
@@ -64,6 +69,7 @@ def test_out_of_sample_cells_use_trained_anchors(trained):
     np.testing.assert_allclose(c_new, model.get_coefficients(indices=np.arange(50)), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_user_anchors_and_anndata_setup():
     md = synthetic_cite(n_cells=200, n_genes=60, n_proteins=6, n_types=3, seed=4)
     adata = md["rna"].copy()
@@ -76,6 +82,7 @@ def test_user_anchors_and_anndata_setup():
     assert set(model.get_normalized_expression()) == {"rna", "prot"}
 
 
+@pytest.mark.slow
 def test_training_changes_coefficients_to_separate_types():
     """Within-type affinity exceeds between-type affinity after training."""
     md = synthetic_cite(n_cells=300, n_genes=100, n_proteins=10, n_types=3, seed=5)
@@ -90,6 +97,7 @@ def test_training_changes_coefficients_to_separate_types():
     assert same > 2 * diff
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["nope", "prot2"])
 def test_unknown_modality_names(trained, bad):
     model, _ = trained

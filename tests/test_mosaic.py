@@ -8,7 +8,7 @@ import torch
 from scipy.stats import spearmanr
 
 import scmsi
-from scmsi._synthetic import synthetic_cite
+from tests._synthetic import synthetic_cite
 
 N_REF, N_QUERY = 300, 100
 LAYERS = {"rna": "counts", "prot": "counts"}
@@ -88,6 +88,7 @@ def test_explicit_observed_column(cells):
     assert d.obs["measured"].to_numpy()[model.anchor_indices_].all()
 
 
+@pytest.mark.slow
 def test_mosaic_trains_with_anchors_from_complete_cells(mosaic, cells):
     model, ref = mosaic
     _, hidden = cells
@@ -105,6 +106,7 @@ def test_mosaic_trains_with_anchors_from_complete_cells(mosaic, cells):
     assert (w.loc[~hidden, "prot"] > 0).all()
 
 
+@pytest.mark.slow
 def test_terms_of_a_missing_modality_do_not_count(mosaic, cells):
     """The loss ignores whatever sits in the protein rows of cells that lack protein."""
     model, ref = mosaic
@@ -127,6 +129,7 @@ def test_terms_of_a_missing_modality_do_not_count(mosaic, cells):
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_imputation_recovers_hidden_protein(mosaic, cells):
     model, ref = mosaic
     md, hidden = cells
@@ -147,6 +150,7 @@ def test_imputation_recovers_hidden_protein(mosaic, cells):
     np.testing.assert_allclose(sd2.to_numpy(), sd.to_numpy())
 
 
+@pytest.mark.slow
 def test_rna_only_query_is_mapped_and_imputed(mosaic, cells):
     model, ref = mosaic
     md, _ = cells
@@ -160,6 +164,7 @@ def test_rna_only_query_is_mapped_and_imputed(mosaic, cells):
     assert "_scvi_batch" not in query.obs.columns  # the user's query was not registered
 
 
+@pytest.mark.slow
 def test_map_query_label_transfer_and_save_load(mosaic, cells, tmp_path):
     model, ref = mosaic
     md, _ = cells
@@ -192,6 +197,7 @@ def test_map_query_label_transfer_and_save_load(mosaic, cells, tmp_path):
     np.testing.assert_allclose(on_query.get_coefficients(), model.get_coefficients(q3), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_map_query_needs_the_reference_pca(mosaic, cells):
     model, _ = mosaic
     md, _ = cells
@@ -199,6 +205,7 @@ def test_map_query_needs_the_reference_pca(mosaic, cells):
         scmsi.tl.map_query(md[N_REF:].copy(), model, md[:10].copy())
 
 
+@pytest.mark.slow
 def test_cross_modal_term_is_on_for_mosaic_data_only(mosaic, trained):
     model, _ = mosaic
     assert model.module.lambda_cross == 1.0

@@ -125,7 +125,7 @@ def test_symmetric_kl_is_zero_only_for_equal_rows():
 def test_product_fusion_multiplies_the_anchor_distributions():
     import numpy as np
 
-    from scmsi._model import product_fusion
+    from scmsi._fusion import product_fusion
     from scmsi._selfexpression import SoftmaxSelfExpression
 
     torch.manual_seed(0)

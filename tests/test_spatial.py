@@ -12,7 +12,7 @@ from sklearn.metrics import adjusted_rand_score
 
 import scmsi
 from scmsi import spatial as sp
-from scmsi._synthetic import synthetic_visium
+from tests._synthetic import synthetic_visium
 
 # 256 spots: batches of 64 give 4 steps an epoch
 FAST = {"max_epochs": 80, "batch_size": 64, "enable_progress_bar": False, "early_stopping": False}
@@ -228,6 +228,7 @@ def test_to_mudata_keeps_spots_with_no_counts_in_the_hvgs():
     scmsi.SCMSI.setup_mudata(mdata, modalities={"rna": "counts"})  # passes validation
 
 
+@pytest.mark.slow
 def test_end_to_end_spatial_domains(tmp_path):
     syn = synthetic_visium(n_rows=16, n_cols=16, n_genes=60, n_domains=3, noise=0.8, seed=0)
     mdata, kinds = sp.to_mudata(syn, n_top_genes=None)

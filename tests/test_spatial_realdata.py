@@ -15,6 +15,7 @@ def _load(fn, *args):
         pytest.skip(f"data unavailable: {err}")
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_dlpfc_sections_load_with_layers_and_a_hexagonal_graph():
     a = _load(scmsi.datasets.dlpfc, "151510")
@@ -28,6 +29,7 @@ def test_dlpfc_sections_load_with_layers_and_a_hexagonal_graph():
     assert b.shape == (3673, 5000) and b.obs["domain"].notna().sum() == 3635
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_her2st_a1_image_features_follow_the_tissue():
     a = _load(scmsi.datasets.her2st, "A1")
@@ -43,6 +45,7 @@ def test_her2st_a1_image_features_follow_the_tissue():
     assert haem[d == "cancer in situ"].mean() > haem[d == "adipose tissue"].mean()
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_breast_cancer_image_only_domains_beat_random():
     a = _load(scmsi.datasets.breast_cancer_visium)

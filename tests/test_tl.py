@@ -1,9 +1,11 @@
 import numpy as np
+import pytest
 import scanpy as sc
 
 import scmsi
 
 
+@pytest.mark.slow
 def test_embed_and_cluster_writes_scanpy_keys(trained):
     model, md = trained
     scmsi.tl.embed_and_cluster(md, model, n_clusters=3)
@@ -32,53 +34,14 @@ def test_embed_and_cluster_writes_scanpy_keys(trained):
     assert ad.obs["leiden"].nunique() >= 2
 
 
+@pytest.mark.slow
 def test_spectral_clustering_on_graph(trained):
     model, md = trained
     scmsi.tl.embed_and_cluster(md, model, n_clusters=3, cluster_method="spectral", umap=False)
     assert md.obs["scmsi_spectral"].nunique() == 3
 
 
-def test_coefficient_embedding_is_linear_cost_shape():
-    c = np.random.default_rng(0).random((500, 30))
-    emb = scmsi.tl.coefficient_embedding(c, n_comps=5)
-    assert emb.shape == (500, 5)
-
-
-def test_anchor_spectral_embedding_is_the_affinity_eigenbasis():
-    rng = np.random.default_rng(0)
-    # two groups of cells that use disjoint halves of the anchors, plus noise
-    coef = rng.random((60, 20)) * 0.05
-    coef[:30, :10] += rng.random((30, 10))
-    coef[30:, 10:] += rng.random((30, 10))
-    emb = scmsi.tl.anchor_spectral_embedding(coef, n_comps=3)
-    assert emb.shape == (60, 3)
-    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    assert np.all(np.sign(emb[:30, 0]) == -np.sign(emb[30:, 0]))  # first axis splits them
-    # the same as the leading non-trivial eigenvectors of the N x N affinity Z Z^T
-    z = coef / coef.sum(1, keepdims=True)
-    z = z / np.sqrt(z.sum(0, keepdims=True))
-    evals, evecs = np.linalg.eigh(z @ z.T)
-    ref = evecs[:, ::-1][:, 1:4] * np.sqrt(evals[::-1][1:4])
-    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
-    ref *= np.sign((emb * ref).sum(0))  # eigenvectors are defined up to sign
-    assert np.allclose(emb, ref, atol=1e-4)
-
-
-def test_leiden_auto_finds_separated_groups_without_labels():
-    from anndata import AnnData
-
-    from scmsi.tl import leiden_auto
-
-    rng = np.random.default_rng(0)
-    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], dtype=float)
-    x = np.vstack([c + rng.normal(size=(80, 2)) for c in centres]).astype(np.float32)
-    ad = AnnData(obsm={"X": x}, obs=None, shape=(len(x), 0))
-    sc.pp.neighbors(ad, use_rep="X", n_neighbors=15, random_state=0)
-    labels, info = leiden_auto(ad.obsp["connectivities"], x, seed=0)
-    assert len(labels.categories) == 4
-    assert len(info["silhouette"]) == len(info["resolutions"])
-
-
+@pytest.mark.slow
 def test_adaptive_fusion_maps_a_cell_the_same_whatever_the_query(trained):
     """New cells are weighed on the reference's error scale, not their own query's."""
     model, md = trained
@@ -100,6 +63,7 @@ def test_adaptive_fusion_maps_a_cell_the_same_whatever_the_query(trained):
     np.testing.assert_allclose(whole.obsm["X_scmsi"], ref.obsm["X_scmsi"], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_precision_fusion_maps_new_cells_as_the_reference(trained):
     """map_query fuses new cells with the reference's fusion; weights need no reference scale."""
     model, md = trained
@@ -113,3 +77,32 @@ def test_precision_fusion_maps_new_cells_as_the_reference(trained):
     scmsi.tl.map_query(query, model, ref)
     # The same cells in the same order: the same seeded draws, the same embedding.
     np.testing.assert_allclose(query.obsm["X_scmsi"], ref.obsm["X_scmsi"], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_key_added_keeps_the_first_run(trained):
+    model, md = trained
+    md = md.copy()
+    scmsi.tl.embed_and_cluster(md, model, n_clusters=3)
+    first = {k: np.array(md.obsm[k]) for k in ("X_scmsi", "X_umap")}
+    leiden = md.obs["scmsi_leiden"].copy()
+    scmsi.tl.embed_and_cluster(md, model, fusion="adaptive", n_clusters=2, key_added="foo")
+    for k, v in first.items():
+        np.testing.assert_array_equal(md.obsm[k], v)  # the first run is left as it was
+    assert (md.obs["scmsi_leiden"] == leiden).all()
+    assert md.obs["scmsi_kmeans"].nunique() == 3 and md.obs["foo_kmeans"].nunique() == 2
+    for k in ("X_foo", "foo_coef", "foo_modality_weights", "X_foo_rna", "X_foo_prot", "X_foo_umap"):
+        assert md.obsm[k].shape[0] == md.n_obs, k
+    assert md.obsm["foo_modality_weights"].shape == (md.n_obs, 2)
+    assert "scmsi_modality_weights" not in md.obsm  # the mean fusion has no weights
+    for k in ("foo_connectivities", "foo_distances"):
+        assert md.obsp[k].shape == (md.n_obs, md.n_obs)
+    assert md.uns["foo_pca"]["fusion"] == "adaptive"
+    assert md.uns["scmsi_pca"]["fusion"] == "mean"
+    assert md.uns["foo"]["connectivities_key"] == "foo_connectivities"
+    assert "foo_leiden" in md.obs and "resolution" in md.uns["foo_leiden"]["params"]
+    # a query is placed in the embedding of the run it names
+    q = md[:30].copy()
+    scmsi.tl.map_query(q, model, md, key_added="foo")
+    np.testing.assert_allclose(q.obsm["X_foo"], md.obsm["X_foo"][:30], atol=1e-4)
+    np.testing.assert_allclose(q.obsm["foo_coef"], md.obsm["foo_coef"][:30], atol=1e-5)

@@ -27,6 +27,11 @@ def row_blocks(x, entries: int = ROW_BLOCK_ENTRIES) -> Iterator[tuple[int, objec
         yield start, x[start : start + step]
 
 
+def dense(x, dtype=None) -> np.ndarray:
+    """``x`` (NumPy, SciPy sparse or a block read from disk) as a dense array of ``dtype``."""
+    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=dtype)
+
+
 def read_rows(x, rows: np.ndarray):
     """``x[rows]`` in the order of ``rows``, also for a backed matrix (read in sorted order)."""
     rows = np.asarray(rows)

@@ -1,11 +1,23 @@
-"""The user-facing scMSI model: data registration, anchors, training and outputs."""
+"""The user-facing scMSI model: data registration, anchors, training and outputs.
+
+Kept whole (over the 900-line limit of tests/test_architecture.py) because it is one class,
+:class:`SCMSI`, as scvi-tools' models are: its methods share the registry, the anchors and
+the minibatch loop (``_outputs``), and splitting a class across modules by mixins would hide
+where a method comes from. What is not the class lives elsewhere: the fusion rules in
+``_fusion``, clustering in ``_cluster``, mosaic fields in ``_mosaic``, input checks in
+``_validation``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import logging
+import os
 import re
+import signal
+import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
@@ -20,10 +32,26 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, AnnDataManagerValidationCheck, fields
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin
+from scvi.train import TrainingPlan
 
 from . import _validation as val
 from ._anchors import default_n_anchors, select_anchors
-from ._backed import read_rows
+from ._backed import dense, read_rows
+from ._fusion import (
+    N_WEIGHT_DRAWS,
+    Fusion,
+    WeightMethod,
+    _cross_rebuild_errors,
+    check_fusion,
+    check_weight_method,
+    error_scale,
+    fuse_coefficients,
+    fusion_scale,
+    modality_weights,
+    precision_weights,
+    product_fusion,
+    top_k_sparse,
+)
 from ._likelihoods import HEADS, protein_background_prior
 from ._module import ModalitySpec, SCMSIModule, expression
 from ._mosaic import (
@@ -34,6 +62,8 @@ from ._mosaic import (
     observed_mask,
     prepare_query,
 )
+from ._quiet import log_every_n_steps, quiet_lightning
+from ._settings import settings
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +135,32 @@ def _registry_key(name: str) -> str:
 
 
 _VALIDATION = AnnDataManagerValidationCheck(check_fully_paired_mudata=False)
+
+
+class _TrainingPlan(TrainingPlan):
+    """scvi-tools' plan, with the module's extra metrics logged outside inference mode.
+
+    scvi-tools logs them inside ``torch.inference_mode()``; under DDP Lightning then averages
+    them across processes in place, which inference tensors forbid, and training fails at the
+    first epoch end.
+    """
+
+    def compute_and_log_metrics(self, loss_output, metrics, mode):
+        extra = loss_output.extra_metrics
+        object.__setattr__(loss_output, "extra_metrics", {})  # LossOutput is frozen-like
+        try:
+            super().compute_and_log_metrics(loss_output, metrics, mode)
+        finally:
+            object.__setattr__(loss_output, "extra_metrics", extra)
+        for key, value in extra.items():
+            self.log(
+                f"{key}_{mode}",
+                value,
+                on_step=self.on_step,
+                on_epoch=self.on_epoch,
+                batch_size=loss_output.n_obs_minibatch,
+                sync_dist=self.use_sync_dist,
+            )
 
 
 class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
@@ -197,6 +253,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """
 
     _module_cls = SCMSIModule
+    _training_plan_cls = _TrainingPlan
 
     def __init__(
         self,
@@ -249,7 +306,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self.embedding = opts.pop("embedding")
         self.epoch_budget = int(PRESETS[preset]["epoch_budget"])
         self.seed = seed
-        scvi.settings.seed = seed
+        with quiet_lightning():  # no "Seed set to" line: the seed is the user's
+            scvi.settings.seed = seed
         specs = self._modality_specs()
         data = {s.name: self._registered(s.registry_key) for s in specs}
         batch = (
@@ -302,7 +360,9 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             anchor_cat_covs = None  # from the saved state
         else:
             anchor_names = np.asarray(self.adata.obs_names[anchor_idx])
-            anchor_data = {s.name: _dense(read_rows(data[s.name], anchor_idx)) for s in specs}
+            anchor_data = {
+                s.name: dense(read_rows(data[s.name], anchor_idx), np.float32) for s in specs
+            }
             anchor_batch = batch[anchor_idx]
             anchor_cat_covs = None if cat_covs is None else cat_covs[anchor_idx]
         self.anchor_indices_ = anchor_idx
@@ -384,11 +444,15 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             ``{modality name: type}`` with type one of ``"counts"`` (NB/ZINB), ``"protein"``
             (NB mixture with background), ``"accessibility"`` (peaks: Bernoulli on binarised
             values or Poisson on fragments) or ``"continuous"`` (Gaussian: processed features,
-            normalised matrices). Any number of modalities. Default: every modality named like
-            ``rna``/``gex`` -> counts, ``prot``/``adt`` -> protein, ``atac``/``peaks`` ->
-            accessibility. Sparse matrices stay sparse; minibatches are densified one at a time.
+            normalised matrices). Any number of modalities. Default:
+            ``mdata.uns["modality_types"]`` (written by :mod:`scmsi.datasets` and
+            :func:`scmsi.pp.to_mudata`), else a guess from the names (``rna``/``gex`` ->
+            counts, ``prot``/``adt`` -> protein, ``atac``/``peaks`` -> accessibility) with a
+            warning (see :func:`modality_kinds`). A modality of the MuData left out is named in
+            a warning. Sparse matrices stay sparse; minibatches are densified one at a time.
         layers
-            ``{modality name: layer}``; a missing entry or None uses ``.X``.
+            ``{modality name: layer}``; a missing entry or None uses ``.X``. A key that is not
+            a modality, or a layer the modality lacks, raises a KeyError.
         batch_key
             Categorical batch column, in ``mdata.obs`` or in ``mdata[batch_mod].obs``. The batch
             enters every modality's encoder and decoder (and the protein background prior);
@@ -408,16 +472,24 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         if modalities is None:
-            modalities = {
-                m: _KIND_BY_NAME[m.lower()] for m in mdata.mod if m.lower() in _KIND_BY_NAME
-            }
-            if not modalities:
-                raise ValueError(
-                    f"Could not infer modality types from names {list(mdata.mod)}; pass "
-                    "`modalities={'rna': 'counts', 'prot': 'protein'}`."
-                )
+            modalities = modality_kinds(mdata)
             setup_method_args["setup_args"]["modalities"] = modalities
+        left_out = [m for m in mdata.mod if m not in modalities]
+        if left_out:
+            warnings.warn(
+                f"Modalities {left_out} of the MuData are left out of the model (not in "
+                "`modalities=` or uns['modality_types']); pass them in `modalities=` to use them.",
+                UserWarning,
+                stacklevel=2,
+            )
         layers = dict(layers or {})
+        unknown_layers = [m for m in layers if m not in mdata.mod]
+        if unknown_layers:
+            raise KeyError(
+                f"`layers=` names {unknown_layers}, which are not modalities of the MuData "
+                f"{list(mdata.mod)}; its keys are modality names, e.g. "
+                f"`layers={{'{next(iter(modalities), 'rna')}': 'counts'}}`."
+            )
         for name, kind in modalities.items():
             if name not in mdata.mod:
                 raise KeyError(f"Modality {name!r} is not in the MuData (has {list(mdata.mod)}).")
@@ -688,6 +760,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ``adata`` must be registered (see :meth:`_registered_data`). The anchors are encoded
         once per call; ``generative=False`` skips the decoders (generative outputs are None).
         """
+        settings.apply_threads()
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         self.module.eval()
         with torch.inference_mode():
@@ -707,6 +780,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 yield tensors, inf, gen
 
     # ------------------------------------------------------------------ training
+    @quiet_lightning()
     def train(
         self,
         max_epochs: int | None = None,
@@ -743,28 +817,84 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             strategy="ddp_find_unused_parameters_true"`` for multi-GPU training (scvi-tools then
             shards the minibatches with a distributed sampler and turns early stopping off), or
             ``limit_train_batches`` to time a fraction of an epoch.
+
+        Notes
+        -----
+        Ctrl-C (SIGINT) stops training at the end of the current minibatch; the model then
+        holds the weights of the last completed epoch, says so in one warning, and ``get_*``
+        work on it (``model.training_interrupted_`` is True; ``is_trained_`` is True when at
+        least one epoch was completed). A second Ctrl-C raises ``KeyboardInterrupt`` at once.
+        A loss that becomes NaN or infinite stops training with a ``FloatingPointError``
+        naming the likely cause; the model keeps the last epoch with a finite loss.
         """
         scvi.settings.seed = self.seed
-        self.module.train()  # `load`/`load_query_data` leave it in eval mode (no dropout)
+        settings.apply_threads()  # after any preprocessing in which numba reset the pool
         if max_epochs is None:
             max_epochs = default_max_epochs(self.adata.n_obs, getattr(self, "epoch_budget", 400))
+        val.check_training(
+            max_epochs,
+            kwargs.get("train_size"),
+            batch_size,
+            self.adata.n_obs,
+            early_stopping,
+            kwargs.get("validation_size"),
+        )
+        self.module.train()  # `load`/`load_query_data` leave it in eval mode (no dropout)
         if pretrain_fraction is None:
             pretrain_fraction = 0.0 if getattr(self, "is_query_model_", False) else 0.25
         n_pre = int(round(pretrain_fraction * max_epochs))
         if getattr(self, "is_query_model_", False):
             # Adam's weight decay would move the frozen weights (scvi-tools' scArches advice).
             plan_kwargs = {"weight_decay": 0.0, **(plan_kwargs or {})}
-        callbacks = list(kwargs.pop("callbacks", None) or []) + [_DecodeRebuiltAfter(n_pre)]
+        guard = _TrainingGuard()
+        callbacks = list(kwargs.pop("callbacks", None) or []) + [_DecodeRebuiltAfter(n_pre), guard]
         if early_stopping:
             kwargs.setdefault("early_stopping_warmup_epochs", n_pre)
-        return super().train(
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            early_stopping=early_stopping,
-            plan_kwargs=plan_kwargs,
-            callbacks=callbacks,
-            **kwargs,
+        kwargs.setdefault(
+            "log_every_n_steps",
+            log_every_n_steps(self.adata.n_obs, batch_size, kwargs.get("train_size")),
         )
+        self.training_interrupted_ = False
+        with guard.catch_sigint():
+            try:
+                out = super().train(
+                    max_epochs=max_epochs,
+                    batch_size=batch_size,
+                    early_stopping=early_stopping,
+                    plan_kwargs=plan_kwargs,
+                    callbacks=callbacks,
+                    **kwargs,
+                )
+            except ValueError as e:
+                # NaN weights make torch.distributions refuse their parameters before any
+                # loss is NaN: name the divergence rather than the distribution.
+                if all(bool(torch.isfinite(p).all()) for p in self.module.parameters()):
+                    raise
+                guard.restore(self.module)
+                self.is_trained_ = guard.n_completed > 0
+                raise FloatingPointError(guard.divergence("weights became NaN")) from e
+            except SystemExit:
+                # Lightning turns a KeyboardInterrupt it catches into sys.exit(1) (and scvi's
+                # TrainRunner prints it as "Exception raised during training. <class
+                # 'NameError'> 1"); a Ctrl-C outside our SIGINT handler ends up here.
+                if not guard.interrupted:
+                    raise
+                out = None
+        if guard.diverged is not None:
+            guard.restore(self.module)
+            self.is_trained_ = guard.n_completed > 0
+            raise FloatingPointError(guard.diverged)
+        if guard.interrupted:
+            guard.restore(self.module)
+            self.training_interrupted_ = True
+            self.is_trained_ = guard.n_completed > 0
+            warnings.warn(
+                f"Training interrupted: the model keeps the weights of the last completed "
+                f"epoch ({guard.n_completed} of {max_epochs}).",
+                UserWarning,
+                stacklevel=2,
+            )
+        return out
 
     # ------------------------------------------------------------------ outputs
     @property
@@ -820,7 +950,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         return_all: bool = False,
-        fusion: Literal["product", "mean", "adaptive", "precision"] | None = None,
+        fusion: Fusion | None = None,
         top_k: int | None = None,
         weight_scale: np.ndarray | None = None,
     ) -> np.ndarray | sparse.csr_matrix | dict:
@@ -828,12 +958,11 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
         ``fusion="product"`` (the default preset's) multiplies the modalities' anchor
         distributions (a product of experts: an anchor counts for a cell if every modality
-        puts it near the cell; for softmax coefficients, a kernel on the concatenated
-        latents). The other fusions are a weighted mean over modalities of each modality's
-        coefficients normalised to sum to one per cell, so no modality counts more for the
-        scale of its coefficients. ``fusion="mean"`` weighs modalities equally; ``"precision"``
-        weighs each cell's modalities by the inverse posterior variance of their coefficients
-        (:meth:`get_modality_weights`); ``"adaptive"``
+        puts it near the cell). The other fusions are a weighted mean over modalities of each
+        modality's coefficients normalised to sum to one per cell, so no modality counts more
+        for the scale of its coefficients. ``fusion="mean"`` weighs modalities equally;
+        ``"precision"`` weighs each cell's modalities by the inverse posterior variance of
+        their coefficients (:meth:`get_modality_weights`); ``"adaptive"``
         uses the cross-rebuild weights of :meth:`get_modality_weights` (an option: in our
         benchmarks it helped on SNARE-seq and hurt on PBMC CITE-seq and sci-CAR, see the
         README). A cell that lacks a modality is fused over the modalities it has, and its
@@ -913,7 +1042,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         adata: MuData | AnnData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
-        fusion: Literal["mean", "adaptive", "precision"] | None = "mean",
+        fusion: Fusion | None = "mean",
         latent: bool = False,
         weight_scale: np.ndarray | None = None,
     ) -> Iterator[dict]:
@@ -944,10 +1073,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         with self._registered_data(adata) as adata_v:
             adaptive = fusion == "adaptive" and len(names) > 1
             precision = fusion == "precision" and len(names) > 1
-            scale = weight_scale
-            if adaptive and scale is None:
-                # The scale is a statistic over all cells: one pass before the minibatches.
-                scale = self.get_modality_weights(adata_v, indices, batch_size).attrs["scale"]
+            scale = fusion_scale(self, adata_v, fusion, indices, batch_size, weight_scale)
             gen = self._draw_generator()
             batches = self._outputs(adata_v, indices, batch_size, generative=False)
             for tensors, inf, _ in batches:
@@ -975,7 +1101,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         scale: np.ndarray | None = None,
-        method: Literal["adaptive", "precision"] = "adaptive",
+        method: WeightMethod = "adaptive",
     ) -> pd.DataFrame:
         """Per-cell modality weights of a fusion, cells x modalities (rows sum to 1).
 
@@ -1002,8 +1128,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         (``df.attrs["scale"]`` of its weights) for new cells, so that a cell's weights do not
         depend on which other cells are in the query.
         """
-        if method not in ("adaptive", "precision"):
-            raise ValueError(f"method must be 'adaptive' or 'precision', got {method!r}.")
+        check_weight_method(method)
         names = self.modality_names
         gen = self._draw_generator()
         with self._registered_data(adata) as adata_v:
@@ -1183,6 +1308,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             if not sources:
                 raise ValueError("Imputation needs at least one other modality to impute from.")
             b = self._batch_code(transform_batch)
+            settings.apply_threads()
             loader = self._make_data_loader(adata=adata_v, indices=indices, batch_size=batch_size)
             self.module.eval()
             means, sds = [], []
@@ -1253,8 +1379,16 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """Load a saved model (see :meth:`scvi.model.base.BaseModelClass.load`).
 
         ``adata`` may be the training data or other cells with the same features; the anchors'
-        data are part of the saved state either way.
+        data are part of the saved state either way. The feature names of every modality and
+        the modality types are saved with the model (its registry): features in another order
+        are reordered to the saved order, with a warning naming the modalities; missing
+        features raise a ValueError listing the first missing names; an AnnData for a model
+        set up with a MuData (or the reverse) raises a TypeError. ``adata`` is not modified:
+        when its layout differs a copy is registered (``model.adata``).
         """
+        if adata is not None and adata is not False:
+            registry = BaseModelClass.load_registry(os.fspath(dir_path), kwargs.get("prefix"))
+            adata = _reference_layout(adata, registry)
         token = _FROM_STATE.set(True)
         try:
             model = super().load(dir_path, adata=adata, **kwargs)
@@ -1284,7 +1418,9 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ----------
         adata
             Query cells (MuData for a MuData model). Features are matched to the reference by
-            name, and modalities may be absent (see :meth:`get_coefficients`). Not modified:
+            name (features in another order are reordered, with a warning naming the
+            modalities; missing ones raise a ValueError listing them), and modalities may be
+            absent (see :meth:`get_coefficients`). Not modified:
             when its layout differs from the reference a copy is registered (``model.adata``).
         reference_model
             A trained :class:`SCMSI` or the folder it was saved to.
@@ -1293,11 +1429,12 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         **kwargs
             Passed to :meth:`scvi.model.base.ArchesMixin.load_query_data`.
         """
-        from scvi.model.base._archesmixin import _get_loaded_data
-
-        attr_dict, _, _, _ = _get_loaded_data(reference_model, device="cpu")
-        registry = attr_dict["registry_"]
-        prepared = prepare_query(adata, registry["setup_args"], _features_from_registry(registry))
+        registry = (
+            reference_model.registry
+            if isinstance(reference_model, BaseModelClass)
+            else BaseModelClass.load_registry(str(reference_model))
+        )
+        prepared = _reference_layout(adata, registry)
         n_ref_batch = len(
             registry["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"][
                 "categorical_mapping"
@@ -1408,140 +1545,106 @@ class _DecodeRebuiltAfter(Callback):
         pl_module.module.decode_rebuilt.fill_(True)
 
 
-def fuse_coefficients(
-    coefs: list[np.ndarray],
-    observed: list[np.ndarray] | None = None,
-    weights: np.ndarray | None = None,
-) -> np.ndarray:
-    """Weighted mean of row-normalised coefficient matrices, shape ``(N, A)``; rows sum to 1.
+class _TrainingGuard(Callback):
+    """Ctrl-C stops after the current minibatch and a non-finite loss stops training; both
+    leave the weights of the last completed epoch (copied at each epoch's end)."""
 
-    ``observed``: one bool ``(N,)`` per matrix; each cell averages only the modalities it has.
-    ``weights``: ``(N, M)`` per-cell modality weights; None weighs modalities equally.
+    def __init__(self):
+        self.requested = False  # a Ctrl-C came during this epoch
+        self.interrupted = False
+        self.diverged: str | None = None
+        self.n_completed = 0
+        self._state: dict | None = None
+
+    @contextlib.contextmanager
+    def catch_sigint(self):
+        """Handle SIGINT ourselves while training (main thread only; signals need it)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            if self.requested:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self.requested = self.interrupted = True
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            # Lightning leaves SIGINT ignored after a KeyboardInterrupt it caught
+            signal.signal(signal.SIGINT, previous)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
+            self.diverged = self.divergence(
+                f"the loss became {float(loss.detach())} at epoch {trainer.current_epoch}, "
+                f"minibatch {batch_idx}"
+            )
+            trainer.should_stop = True
+        elif self.requested:
+            trainer.should_stop = True
+
+    def divergence(self, what: str) -> str:
+        return (
+            f"Training diverged: {what}. Likely cause: a learning rate too high for these "
+            "data, or extreme values in the input (a few cells or features with huge counts). "
+            "Lower the learning rate, e.g. `model.train(plan_kwargs={'lr': 1e-4})`, or check "
+            f"the input. The model keeps the weights of the last completed epoch "
+            f"({self.n_completed})."
+        )
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.requested or self.diverged is not None:
+            return  # an unfinished epoch: keep the previous copy
+        self.n_completed += 1
+        self._state = {k: v.detach().clone() for k, v in pl_module.module.state_dict().items()}
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.interrupted = True
+
+    def restore(self, module) -> None:
+        if self._state is not None:
+            module.load_state_dict(self._state)
+        module.decode_rebuilt.fill_(True)  # as after a full run (`_DecodeRebuiltAfter`)
+
+
+def modality_kinds(mdata: MuData) -> dict[str, str]:
+    """``{modality: type}`` of a MuData for :meth:`SCMSI.setup_mudata` without ``modalities=``.
+
+    One source: ``mdata.uns["modality_types"]``, written by every loader of
+    :mod:`scmsi.datasets` and by :func:`scmsi.pp.to_mudata`. Without it, types are guessed
+    from the modality names (``rna``/``gex`` -> counts, ``prot``/``adt`` -> protein,
+    ``atac``/``peaks`` -> accessibility), with a warning.
     """
-    n, n_mod = coefs[0].shape[0], len(coefs)
-    w = np.ones((n, n_mod), np.float32) if weights is None else np.asarray(weights, np.float32)
-    if observed is not None:
-        w = w * np.stack([np.asarray(o, np.float32) for o in observed], 1)
-    w = w / np.maximum(w.sum(1, keepdims=True), 1e-12)
-    fused = np.zeros_like(coefs[0], dtype=np.float32)
-    for i, c in enumerate(coefs):
-        fused += w[:, i : i + 1] * c / np.maximum(c.sum(1, keepdims=True), 1e-12)
-    return fused
-
-
-def product_fusion(
-    coefs: list[np.ndarray],
-    observed: list[np.ndarray] | None = None,
-    weights: np.ndarray | None = None,
-) -> np.ndarray:
-    """Product of the modalities' anchor distributions, renormalised, shape ``(N, A)``.
-
-    ``fused_n ∝ prod_m c^m_n`` over the modalities cell n has (``observed``), computed as a
-    softmax of summed log-coefficients. For softmax coefficients ``c^m ∝ exp(-d_m)`` it is
-    ``exp(-sum_m d_m)``: a kernel on the concatenated latents, in which a modality that does
-    not tell two anchors apart leaves the other's preference intact instead of diluting it
-    (as a mean does). ``weights`` (``(N, M)``) raise each distribution to that power; None
-    gives each modality power 1. Zero coefficients (a ReLU threshold) count as 1e-30.
-    """
-    n_mod = len(coefs)
-    w = np.ones((coefs[0].shape[0], n_mod), np.float64)
-    if weights is not None:
-        w = w * np.asarray(weights, np.float64)
-    if observed is not None:
-        w = w * np.stack([np.asarray(o, np.float64) for o in observed], 1)
-    log = sum(
-        w[:, i : i + 1] * np.log(np.maximum(np.asarray(c, np.float64), 1e-30))
-        for i, c in enumerate(coefs)
+    declared = mdata.uns.get("modality_types")
+    if declared is not None:
+        declared = {str(m): str(k) for m, k in dict(declared).items()}
+        absent = [m for m in declared if m not in mdata.mod]
+        if absent:
+            raise KeyError(
+                f"mdata.uns['modality_types'] names modalities {absent} that the MuData does "
+                f"not have (has {list(mdata.mod)}); fix it or pass `modalities=`."
+            )
+        return {m: declared[m] for m in mdata.mod if m in declared}  # .h5mu sorts uns keys
+    kinds = {m: _KIND_BY_NAME[m.lower()] for m in mdata.mod if m.lower() in _KIND_BY_NAME}
+    if not kinds:
+        raise ValueError(
+            f"No modality types: mdata.uns['modality_types'] is not set and the names "
+            f"{list(mdata.mod)} are not known ones. Pass `modalities=`, e.g. "
+            "`modalities={'rna': 'counts', 'prot': 'protein'}` (types: counts, protein, "
+            "accessibility, continuous)."
+        )
+    warnings.warn(
+        f"Modality types guessed from their names: {kinds}. Pass `modalities=` or set "
+        "mdata.uns['modality_types'] to say them.",
+        UserWarning,
+        stacklevel=3,
     )
-    log -= log.max(1, keepdims=True)
-    fused = np.exp(log)
-    return (fused / fused.sum(1, keepdims=True)).astype(np.float32)
-
-
-def top_k_sparse(coef: np.ndarray, k: int) -> sparse.csr_matrix:
-    """Each row's ``k`` largest entries of ``coef`` ``(N, A)`` as a float32 CSR matrix.
-
-    Exact zeros are dropped (self-expressive coefficients are thresholded, so rows often have
-    fewer than ``k`` non-zeros); ties at the k-th value are broken arbitrarily.
-    """
-    coef = np.asarray(coef, dtype=np.float32)
-    n, a = coef.shape
-    if k < a:
-        cols = np.argpartition(-coef, k - 1, axis=1)[:, :k]
-    else:
-        cols = np.broadcast_to(np.arange(a), (n, a))
-    vals = np.take_along_axis(coef, cols, axis=1)
-    rows = np.broadcast_to(np.arange(n)[:, None], cols.shape)
-    nz = vals != 0
-    out = sparse.csr_matrix((vals[nz], (rows[nz], cols[nz])), shape=(n, a), dtype=np.float32)
-    out.sort_indices()
-    return out
-
-
-def _cross_rebuild_errors(inf: dict, names: list[str]) -> np.ndarray:
-    """``err[n, m, m'] = ||z^m'_n - c~^m_n Z^m'_anchor||^2`` for one minibatch, ``(B, M, M)``.
-
-    NaN where cell n lacks modality m or m': its latent there is itself a rebuild, so the
-    error would be zero by construction, not evidence.
-    """
-    out = []
-    for m in names:
-        c = inf["coef"][m]
-        c = c / c.sum(-1, keepdim=True).clamp(min=1e-12)
-        row = [(inf["z"][t] - c @ inf["z_anchor"][t]).pow(2).sum(-1) for t in names]
-        out.append(torch.stack(row, -1))
-    err = torch.stack(out, 1).cpu().numpy()
-    obs = np.stack([inf["observed"][m].cpu().numpy() for m in names], 1)  # (B, M)
-    err[~(obs[:, :, None] & obs[:, None, :])] = np.nan
-    return err
-
-
-def error_scale(errors: np.ndarray) -> np.ndarray:
-    """Median own-rebuild error per modality ``(M,)`` over the cells that have it."""
-    own = np.nanmedian(np.einsum("nmm->nm", errors), axis=0)
-    return np.where(np.isfinite(own), np.maximum(own, 1e-12), 1.0)
-
-
-def modality_weights(errors: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
-    """Per-cell modality weights ``(N, M)`` from cross-rebuild errors ``(N, M, M)``.
-
-    Each target modality's errors are divided by ``scale`` (default :func:`error_scale`: the
-    median error of its own rebuild), so modalities with large or small latent spreads are
-    comparable; ``softmax(-mean score)``. NaN errors (missing modalities) are left out; a
-    modality a cell lacks gets weight 0.
-    """
-    own = error_scale(errors) if scale is None else np.asarray(scale, dtype=np.float64)
-    scaled = errors / own[None, None, :]
-    known = np.isfinite(scaled)
-    score = np.where(known, scaled, 0.0).sum(-1) / np.maximum(known.sum(-1), 1)  # (N, M)
-    score = np.where(known.any(-1), score, np.inf)
-    best = score.min(1, keepdims=True)
-    w = np.exp(-(score - np.where(np.isfinite(best), best, 0.0)))
-    w[~np.isfinite(best[:, 0])] = 1.0  # a cell with no modality: equal (unused) weights
-    return (w / w.sum(1, keepdims=True)).astype(np.float32)
-
-
-# Posterior draws per cell for the precision fusion's variances (sd of a variance estimate
-# from 25 draws: about 30 %, small next to the spread of the variances between modalities).
-N_WEIGHT_DRAWS = 25
-FUSIONS = ("product", "mean", "precision", "adaptive")
-
-
-def check_fusion(fusion, allow_none: bool = False) -> None:
-    """Raise a ValueError that names the valid fusions."""
-    if fusion not in FUSIONS and not (allow_none and fusion is None):
-        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
-
-
-def precision_weights(var: np.ndarray) -> np.ndarray:
-    """Inverse-variance weights ``(N, M)`` from per-cell variances ``(N, M)``; ``inf`` (a
-    modality the cell lacks) gets weight 0; a cell with no finite variance gets equal weights.
-    """
-    prec = np.where(np.isfinite(var), 1.0 / np.maximum(var, 1e-12), 0.0)
-    total = prec.sum(1, keepdims=True)
-    return np.where(total > 0, prec / np.where(total > 0, total, 1.0), 1.0 / var.shape[1]).astype(
-        np.float32
-    )
+    return kinds
 
 
 def _modality_kinds(setup_args: dict) -> dict[str, str]:
@@ -1562,12 +1665,17 @@ def _features_from_registry(registry: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def _dense(x) -> np.ndarray:
-    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
+def _reference_layout(data, registry: dict):
+    """``data`` laid out as the saved model's data (see ``prepare_query``), saying so when the
+    features were reordered."""
+    features = _features_from_registry(registry)
+    val.warn_reordered_features(data, registry["setup_args"], features)
+    return prepare_query(data, registry["setup_args"], features)
 
 
 def _check_modality(x, name: str, kind: str, obs_names) -> None:
     label = f"modality '{name}'"
+    val.check_informative(x, label)  # first: an all-zero counts matrix is no "empty cells"
     if HEADS[kind].requires_counts:
         val.check_counts(x, label)
     elif kind == "accessibility":

@@ -24,7 +24,7 @@ from mudata import MuData
 from scipy import sparse
 from scvi.data import fields
 
-HAS_PREFIX = "scmsi_has_"
+from ._constants import HAS_PREFIX, MASK_PREFIX
 
 
 def has_key(modality: str) -> str:
@@ -34,7 +34,7 @@ def has_key(modality: str) -> str:
 
 def mask_registry_key(modality: str) -> str:
     """Registry key (and, prefixed with ``_scvi_``, the private ``obs`` column) of a mask."""
-    return f"scmsi_mask_{modality}"
+    return f"{MASK_PREFIX}{modality}"
 
 
 def _as_mask(values, column: str, where: str) -> np.ndarray:

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ._constants import MODALITY_TYPES_KEY
+
 _CHUNK = 10_000  # cells sampled at once; fixed, so the data depend on the seed alone
 
 
@@ -149,7 +151,7 @@ def synthetic_citeseq(
     with md.set_options(pull_on_update=False):  # obs is set below, not pulled from mods
         mdata = md.MuData(mods)
     mdata.obs = obs
-    mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}
+    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "counts", "prot": "protein"}
     return mdata
 
 

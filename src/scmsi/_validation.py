@@ -6,6 +6,7 @@ These checks read every stored value (O(nnz)), once, before training.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -111,9 +112,17 @@ def check_nonempty_cells(x, name: str, obs_names: Sequence[str]) -> None:
         examples = ", ".join(map(str, np.asarray(obs_names)[empty[:5]]))
         raise ValueError(
             f"{name}: {empty.size} cells have no counts at all (e.g. {examples}). Remove them "
-            "first, e.g. `sc.pp.filter_cells(adata, min_counts=1)` on that modality and "
-            "`mdata.intersect_obs()`."
+            "first, e.g. `sc.pp.filter_cells(adata, min_counts=1)` on that modality, then keep "
+            "the cells every modality still has (`mdata = mdata[mask].copy()`, see "
+            "`scmsi.pp.pad_modalities` for data where some cells lack a modality)."
         )
+
+
+def keep_common_cells(modalities: Sequence[str]) -> str:
+    """A command (as text) that keeps the cells every one of ``modalities`` holds; mudata 0.3
+    has no ``MuData.intersect_obs`` (that is ``muon.pp.intersect_obs``)."""
+    masks = " & ".join(f"mdata.obs_names.isin(mdata['{m}'].obs_names)" for m in modalities)
+    return f"mdata = mdata[{masks}].copy()"
 
 
 def check_cell_names(mdata, modalities: Sequence[str]) -> None:
@@ -123,11 +132,18 @@ def check_cell_names(mdata, modalities: Sequence[str]) -> None:
         raise ValueError(
             f"Cell names are not unique (e.g. {dup}); call `mdata.obs_names_make_unique()`."
         )
+    check_barcode_overlap(mdata, modalities)
     for mod in modalities:
         names = mdata.mod[mod].obs_names
         if len(names) != mdata.n_obs or not names.equals(mdata.obs_names):
             missing = mdata.obs_names.difference(names)[:3].tolist()
             extra = names.difference(mdata.obs_names)[:3].tolist()
+            if not extra and not missing:
+                raise ValueError(
+                    f"Modality '{mod}' holds the MuData's cells in another order. "
+                    "`mdata = scmsi.pp.pad_modalities(mdata)` returns a copy with every modality "
+                    "in the MuData's cell order."
+                )
             if not extra:
                 raise ValueError(
                     f"Modality '{mod}' holds {len(names)} of the {mdata.n_obs} cells (mosaic "
@@ -135,14 +151,14 @@ def check_cell_names(mdata, modalities: Sequence[str]) -> None:
                     "trains on such data once every modality holds every cell: "
                     "`mdata = scmsi.pp.pad_modalities(mdata)` returns a copy with zero rows for "
                     "the absent cells, flagged in obs['scmsi_has_<modality>'] so that the model "
-                    "ignores them (use `mdata.intersect_obs()` instead to keep only complete "
-                    "cells)."
+                    f"ignores them (or keep only the cells every modality has: "
+                    f"`{keep_common_cells(modalities)}`)."
                 )
             raise ValueError(
                 f"Modality '{mod}' does not hold the same cells as the MuData "
                 f"({len(names)} vs {mdata.n_obs} cells; missing e.g. {missing}, "
                 f"extra e.g. {extra}). Make the cell names match across modalities and call "
-                "`mdata.intersect_obs()` (or `mdata.update()`) before setup."
+                "`mdata.update()` before setup."
             )
 
 
@@ -173,6 +189,48 @@ def check_obs_key(df: pd.DataFrame, key: str | None, where: str, what: str = "ba
             f"{where}.obs['{key}'] has {int(df[key].isna().sum())} missing values; assign every "
             "cell a category."
         )
+    check_categories(df[key], f"{where}.obs['{key}']", what)
+
+
+def check_categories(col: pd.Series, label: str, what: str = "batch_key") -> None:
+    """Raise unless ``col`` holds integer or string categories, fewer than one per cell.
+
+    A float column (0.0/1.0 read from a CSV, or a continuous value) and a column mixing
+    numbers and strings are refused with the command that converts them, rather than
+    converted here: registration reads the user's column, and the user's data are never
+    modified.
+    """
+    values = col.cat.categories if isinstance(col.dtype, pd.CategoricalDtype) else col
+    fix = f"`{label} = {label}.astype(int).astype(str)`"
+    if pd.api.types.is_float_dtype(values.dtype):
+        v = np.asarray(values, dtype=float)
+        if np.all(v == np.round(v)):
+            raise TypeError(
+                f"{what}: {label} holds floats (e.g. {sorted(set(v[:1000]))[:3]}), as read from "
+                f"a CSV; categories must be integers or strings. Convert it first: {fix}."
+            )
+        raise TypeError(
+            f"{what}: {label} holds non-integer floats ({len(pd.unique(v))} distinct values), "
+            "a continuous value, not categories; each distinct value would become a batch. "
+            "Pass a categorical column (integers or strings)."
+        )
+    if values.dtype == object:
+        kinds = {
+            "string" if isinstance(x, str) else "number"
+            for x in pd.unique(np.asarray(values, dtype=object))
+        }
+        if len(kinds) > 1:
+            raise TypeError(
+                f"{what}: {label} mixes numbers and strings; categories must be one type. "
+                f"Convert it first: `{label} = {label}.astype(str)`."
+            )
+    n_cat = col.nunique()
+    if len(col) > 2 and n_cat == len(col):
+        raise ValueError(
+            f"{what}: {label} has a different value in every cell ({n_cat} values): it looks "
+            "like a cell identifier, not a batch. Pass the column naming each cell's batch "
+            "(sample, donor, run...)."
+        )
 
 
 def check_n_anchors(n_anchors: int, n_cells: int, what: str = "cells") -> None:
@@ -184,4 +242,146 @@ def check_n_anchors(n_anchors: int, n_cells: int, what: str = "cells") -> None:
             f"n_anchors={n_anchors} but the data have only {n_cells} {what}: self-expression "
             "needs fewer anchors than cells. Pass a smaller `n_anchors` (default scales as "
             "8*sqrt(N)) or more cells."
+        )
+
+
+def warn_reordered_features(data, setup_args: dict, features: dict) -> None:
+    """Warn, naming the modalities, when ``data`` holds the saved features in another order.
+
+    ``features``: ``{modality: feature names the model was trained on}``. The data are then
+    laid out in the saved order (:func:`scmsi._mosaic.prepare_query`); a different feature set
+    is refused there, with the first missing names.
+    """
+    if "modalities" in setup_args:
+        if not hasattr(data, "mod"):
+            return  # prepare_query raises the error naming the expected MuData
+        current = {m: data.mod[m].var_names for m in features if m in data.mod}
+    else:
+        current = {"rna": getattr(data, "var_names", pd.Index([]))}
+        prot = getattr(data, "obsm", {}).get(setup_args.get("protein_expression_obsm_key") or "")
+        if isinstance(prot, pd.DataFrame) and "prot" in features:
+            current["prot"] = prot.columns
+    moved = []
+    for m, names in current.items():
+        names, ref = pd.Index(names), pd.Index(features[m])
+        if (
+            not names.equals(ref)
+            and len(names) == len(ref)
+            and names.sort_values().equals(ref.sort_values())
+        ):
+            moved.append(m)
+    if moved:
+        warnings.warn(
+            f"The features of {', '.join(repr(m) for m in moved)} are the model's in another "
+            "order; they are reordered to the saved order (your data are not modified).",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+MIN_CELLS = 20  # fewest cells `SCMSI.train` accepts
+
+
+def check_training(
+    max_epochs,
+    train_size: float | None,
+    batch_size: int,
+    n_cells: int,
+    early_stopping: bool,
+    validation_size: float | None = None,
+) -> None:
+    """Raise, before any training, on settings that cannot train (or train on nothing)."""
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, (int, np.integer)):
+        raise TypeError(f"max_epochs must be a positive integer, got {max_epochs!r}.")
+    if max_epochs < 1:
+        raise ValueError(f"max_epochs must be at least 1, got {max_epochs}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise TypeError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if batch_size < 2:
+        raise ValueError(
+            f"batch_size must be at least 2 (batch normalisation needs 2 cells), got {batch_size}."
+        )
+    if train_size is not None and not 0 < train_size <= 1:
+        raise ValueError(f"train_size must lie in (0, 1], got {train_size}.")
+    share = 0.9 if train_size is None else float(train_size)
+    n_train = int(np.ceil(share * n_cells))
+    if n_cells < MIN_CELLS:
+        raise ValueError(
+            f"Only {n_cells} cells: too few to train on (the anchors, a validation share and "
+            f"minibatches need at least {MIN_CELLS}). Pass more cells."
+        )
+    if n_train < 2:
+        raise ValueError(
+            f"Only {n_train} training cells ({n_cells} cells, train_size={share}); at least 2 "
+            "are needed. Pass more cells or a larger train_size."
+        )
+    no_validation = share >= 1 and not validation_size
+    if early_stopping and no_validation:
+        raise ValueError(
+            "train_size=1 leaves no validation cells, and early stopping watches the "
+            "validation loss. Pass `early_stopping=False` with train_size=1, or a train_size "
+            "below 1 (default 0.9)."
+        )
+
+
+# Below this share of the smaller modality's cells in common, two modalities are taken as
+# naming the same cells differently (a barcode suffix, a sample prefix), not as mosaic data.
+_MIN_SHARED = 0.1
+
+
+def check_barcode_overlap(mdata, modalities: Sequence[str]) -> None:
+    """Raise when two modalities share (almost) no cell names: differing barcodes, not mosaic
+    data. The message shows the counts, the overlap and examples of each side's names."""
+    names = {m: pd.Index(mdata.mod[m].obs_names) for m in modalities}
+    mods = list(names)
+    for i, a in enumerate(mods):
+        for b in mods[i + 1 :]:
+            na, nb = names[a], names[b]
+            shared = len(na.intersection(nb))
+            if shared >= _MIN_SHARED * min(len(na), len(nb)):
+                continue
+            keep = (
+                f" To keep only the {shared} cells in both: `{keep_common_cells([a, b])}`."
+                if shared
+                else ""
+            )
+            raise ValueError(
+                f"Cell barcodes differ between modalities '{a}' ({len(na)} cells, e.g. "
+                f"{na[:3].tolist()}) and '{b}' ({len(nb)} cells, e.g. {nb[:3].tolist()}): only "
+                f"{shared} names in common. This is not mosaic data (cells measured in one "
+                "modality only) but the same cells named differently. Make the names match, "
+                f"e.g. `mdata.mod['{b}'].obs_names = [...]` with the names of '{a}' (strip a "
+                "suffix such as '-1' with `.str.replace(r'-1$', '', regex=True)`), then "
+                f"`mdata.update()`.{keep}"
+            )
+
+
+def check_informative(x, name: str) -> None:
+    """Raise if a modality is all zeros, or if none of its features varies across cells:
+    it carries no information about the cells, and the fused affinity would average in a
+    modality whose coefficients are noise (a silently worse result)."""
+    n, total, sq, mean_sq = 0, None, None, None
+    for _, block in row_blocks(x, _CHUNK):
+        b = block if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
+        s1 = np.asarray(b.sum(axis=0), dtype=np.float64).ravel()
+        s2 = np.asarray(
+            (b.multiply(b) if sparse.issparse(b) else b * b).sum(axis=0), dtype=np.float64
+        ).ravel()
+        total = s1 if total is None else total + s1
+        sq = s2 if sq is None else sq + s2
+        n += block.shape[0]
+    if total is None or n == 0:
+        return
+    if not np.any(total) and not np.any(sq):
+        raise ValueError(
+            f"{name} is all zeros: it carries no information about the cells. Pass the layer "
+            "that holds its data (`layers=`), or leave the modality out of `modalities=`."
+        )
+    mean_sq = (total / n) ** 2
+    var = sq / n - mean_sq
+    if n > 1 and np.all(var <= 1e-12 * np.maximum(mean_sq, 1.0)):
+        raise ValueError(
+            f"{name}: no feature varies across cells (every column is constant), so it carries "
+            "no information about the cells. Pass the right layer, or leave the modality out "
+            "of `modalities=`."
         )

@@ -1,90 +1,322 @@
-"""Command line: ``scmsi fit`` on a .h5mu file, ``scmsi demo`` on the in-house PBMC data."""
+"""Command line: ``scmsi fit`` on a .h5mu (or .h5ad) file, ``scmsi demo`` on the in-house PBMC data.
+
+Every argument and the input are checked before training. Errors are one line on stderr,
+``scmsi: error: ...``, with exit status 2 (``--debug`` shows the traceback); Ctrl-C exits
+with status 130. Outputs are written to temporary files next to their targets and renamed
+into place together at the end, so a failure or an interruption leaves no partial output and
+no temporary file. Heavy imports (torch, scvi-tools, scanpy, mudata) wait until after the
+arguments are parsed, so ``--help`` answers at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
-import numpy as np
+# The choices of --fusion, as scmsi.FUSIONS (a test checks they agree): importing the model
+# here would make --help pay for torch.
+_FUSIONS = ("mean", "precision", "adaptive")
+_INPUT_SUFFIXES = (".h5mu", ".h5ad")
 
 
-def _pairs(text: str | None) -> dict[str, str | None]:
+class CLIError(Exception):
+    """An input error, reported as one line with exit status 2."""
+
+
+def _pairs(text: str | None, option: str) -> dict[str, str | None]:
     """Parse ``"rna=counts,prot=protein"``; an empty value means None."""
     if not text:
         return {}
     out = {}
     for item in text.split(","):
         if "=" not in item:
-            raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {item!r}")
+            raise CLIError(f"{option}: expected NAME=VALUE[,NAME=VALUE...], got {item!r}")
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip() or None
     return out
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+# ------------------------------------------------------------------------------ outputs
+class _Outputs:
+    """Outputs written to temporary paths in their target folders, renamed into place by
+    :meth:`commit`; whatever is not committed is removed on exit (error or Ctrl-C)."""
+
+    def __init__(self):
+        self._staged: list[tuple[str, Path]] = []  # (temporary path, target)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for tmp, _ in self._staged:
+            _remove(tmp)
+        self._staged.clear()
+
+    def file(self, path: Path, write) -> None:
+        """Stage a file: ``write(temporary path)`` writes it."""
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+        os.close(fd)
+        self._staged.append((tmp, path))
         write(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    def folder(self, path: Path, write) -> None:
+        """Stage a folder: ``write(temporary folder)`` fills it."""
+        tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.")
+        self._staged.append((tmp, path))
+        write(tmp)
+
+    def commit(self) -> list[Path]:
+        done = []
+        while self._staged:
+            tmp, path = self._staged[0]
+            if os.path.isdir(tmp) and path.exists():
+                # a folder cannot replace a folder atomically: move the old one aside first
+                old = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old.")
+                os.rmdir(old)
+                os.replace(path, old)
+                try:
+                    os.replace(tmp, path)
+                except BaseException:
+                    os.replace(old, path)
+                    raise
+                _remove(old)
+            else:
+                os.replace(tmp, path)
+            self._staged.pop(0)
+            done.append(path)
+        return done
 
 
-def fit(args: argparse.Namespace) -> int:
+def _remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Raise unless ``path`` can be created (or replaced) by this user."""
+    if path.exists() and path.is_dir() and option != "--save-model":
+        raise CLIError(f"{option} {path} is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CLIError(f"{option} {path}: cannot write in {parent}, a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"{option} {path}: cannot write in {parent} (permission denied)")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise CLIError(f"{option} {path} exists and is not writable")
+
+
+def _figure_format(path: Path) -> str:
+    from matplotlib.figure import Figure
+
+    fmt = path.suffix.lower().lstrip(".")
+    supported = Figure().canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise CLIError(
+            f"--figure {path}: unknown image format {path.suffix!r}; use one of "
+            + ", ".join(f".{s}" for s in sorted(supported))
+        )
+    return fmt
+
+
+# ------------------------------------------------------------------------------ checks
+def _check_args(args) -> None:
+    """Everything that needs no data: paths, formats, numbers."""
+    out = Path(args.output)
+    if out.suffix != ".h5mu":
+        raise CLIError(f"--output {out}: the results are a MuData; name the file *.h5mu")
+    _check_writable(out, "--output")
+    args.figure = Path(args.figure) if args.figure else out.with_suffix(".umap.png")
+    _check_writable(args.figure, "--figure")
+    args.figure_format = _figure_format(args.figure)
+    if args.save_model:
+        _check_writable(Path(args.save_model), "--save-model")
+    for option, value, low in [
+        ("--max-epochs", args.max_epochs, 1),
+        ("--n-anchors", args.n_anchors, 2),
+        ("--n-clusters", getattr(args, "n_clusters", None), 2),
+    ]:
+        if value is not None and value < low:
+            raise CLIError(f"{option} must be at least {low}, got {value}")
+
+
+def _read_input(args):
+    """The input as a MuData (an .h5ad becomes RNA + protein from .obsm, as totalVI)."""
+    path = Path(args.input)
+    if not path.exists():
+        raise CLIError(f"input {path} does not exist")
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise CLIError(f"input {path} is not a readable file")
+    if path.suffix not in _INPUT_SUFFIXES:
+        raise CLIError(
+            f"input {path}: expected a MuData (.h5mu) or an AnnData (.h5ad), got {path.suffix!r}"
+        )
+    if path.suffix == ".h5ad" and args.modalities:
+        raise CLIError("--modalities applies to a .h5mu input; an .h5ad gives rna and prot")
+    if path.suffix == ".h5mu":
+        import mudata
+
+        try:
+            return mudata.read_h5mu(path)
+        except Exception as e:
+            raise CLIError(f"cannot read {path} as MuData (.h5mu): {_one_line(e)}") from e
+    import anndata
+
+    try:
+        adata = anndata.read_h5ad(path)
+    except Exception as e:
+        raise CLIError(f"cannot read {path} as AnnData (.h5ad): {_one_line(e)}") from e
+    return _anndata_to_mudata(adata, args.protein_obsm_key, path)
+
+
+def _anndata_to_mudata(adata, key: str | None, path: Path):
+    import anndata
     import mudata
+    import pandas as pd
 
-    mdata = mudata.read_h5mu(args.input)
-    return _fit_and_write(mdata, args)
+    if key is None:
+        raise CLIError(
+            f"input {path} is an AnnData, one modality; scMSI integrates several. For CITE-seq "
+            "stored as totalVI does, name the .obsm entry with the protein counts: "
+            f"--protein-obsm-key KEY (obsm has {list(adata.obsm)}); otherwise build a .h5mu, "
+            "e.g. mudata.MuData({'rna': rna, 'prot': prot}).write('data.h5mu')"
+        )
+    if key not in adata.obsm:
+        raise CLIError(f"--protein-obsm-key {key!r} is not in .obsm (has {list(adata.obsm)})")
+    prot = adata.obsm[key]
+    names = prot.columns.astype(str) if isinstance(prot, pd.DataFrame) else None
+    values = prot.to_numpy() if isinstance(prot, pd.DataFrame) else prot
+    if names is None:
+        names = pd.Index([f"protein_{i}" for i in range(values.shape[1])])
+    rna = anndata.AnnData(
+        X=adata.X,
+        obs=pd.DataFrame(index=adata.obs_names),
+        var=adata.var.copy(),
+        layers=dict(adata.layers),
+    )
+    prot_ad = anndata.AnnData(
+        X=values, obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=names)
+    )
+    mdata = mudata.MuData({"rna": rna, "prot": prot_ad})
+    mdata.obs = adata.obs.copy()
+    mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}
+    return mdata
 
 
-def _fit_and_write(mdata, args) -> int:
+def _resolve_modalities(mdata, args) -> dict[str, str]:
+    """Modality types: --modalities, else uns['modality_types']; none is left out silently."""
+    from ._likelihoods import HEADS
+
+    given = _pairs(args.modalities, "--modalities")
+    if given:
+        kinds = given
+        source = "--modalities"
+    elif "modality_types" in mdata.uns:
+        declared = {str(m): str(k) for m, k in dict(mdata.uns["modality_types"]).items()}
+        # in the MuData's order (an .h5mu stores uns keys sorted)
+        kinds = {m: declared[m] for m in mdata.mod if m in declared}
+        kinds.update({m: k for m, k in declared.items() if m not in kinds})
+        source = "uns['modality_types']"
+    else:
+        raise CLIError(
+            f"{args.input} does not say its modalities' types (no uns['modality_types']); "
+            f"pass --modalities, e.g. --modalities {','.join(f'{m}=counts' for m in mdata.mod)} "
+            "(types: " + ", ".join(HEADS) + ")"
+        )
+    for m, kind in kinds.items():
+        if m not in mdata.mod:
+            raise CLIError(
+                f"{source} names modality {m!r}, not in the input (has {list(mdata.mod)})"
+            )
+        if kind not in HEADS:
+            raise CLIError(f"{source}: unknown type {kind!r} of {m!r}; use one of {list(HEADS)}")
+    left_out = [m for m in mdata.mod if m not in kinds]
+    if left_out and not given:
+        raise CLIError(
+            f"modalities {left_out} of the input have no type in uns['modality_types'] and "
+            "would be left out; pass --modalities with every modality to fit"
+        )
+    return kinds
+
+
+def _check_data_keys(mdata, args, kinds) -> dict[str, str | None]:
+    layers = _pairs(args.layers, "--layers")
+    for m, layer in layers.items():
+        if m not in kinds:
+            raise CLIError(f"--layers names {m!r}, not a fitted modality ({list(kinds)})")
+        if layer is not None and layer not in mdata.mod[m].layers:
+            raise CLIError(
+                f"--layers: {m!r} has no layer {layer!r} (has {list(mdata.mod[m].layers)}; "
+                "leave it out to use .X)"
+            )
+    for option, key in [("--batch-key", args.batch_key), ("--label-key", args.label_key)]:
+        if key is not None and key not in mdata.obs:
+            raise CLIError(
+                f"{option} {key!r} is not a column of the input's obs (has "
+                f"{list(mdata.obs.columns)[:20]})"
+            )
+    return layers
+
+
+# ------------------------------------------------------------------------------ commands
+def fit(args: argparse.Namespace) -> int:
+    _check_args(args)
+    mdata = _read_input(args)
+    kinds = _resolve_modalities(mdata, args)
+    layers = _check_data_keys(mdata, args, kinds)
+    return _fit_and_write(mdata, args, kinds, layers)
+
+
+def _fit_and_write(mdata, args, kinds, layers) -> int:
     import scmsi
 
-    scmsi.SCMSI.setup_mudata(
-        mdata,
-        modalities=_pairs(args.modalities) or None,
-        layers=_pairs(args.layers),
-        batch_key=args.batch_key,
-    )
+    scmsi.SCMSI.setup_mudata(mdata, modalities=kinds, layers=layers, batch_key=args.batch_key)
     model = scmsi.SCMSI(mdata, n_anchors=args.n_anchors, seed=args.seed)
     print(model)
     t0 = time.perf_counter()
-    model.train(max_epochs=args.max_epochs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Training interrupted")  # one line: main's
+        model.train(max_epochs=args.max_epochs)
+    if getattr(model, "training_interrupted_", False):
+        raise KeyboardInterrupt
     print(f"trained in {time.perf_counter() - t0:.1f} s")
     scmsi.tl.embed_and_cluster(
         mdata, model, n_clusters=args.n_clusters, fusion=args.fusion, seed=args.seed
     )
     colors = ["scmsi_leiden"] + (["scmsi_kmeans"] if args.n_clusters else [])
     if args.label_key:
-        if args.label_key not in mdata.obs:
-            raise SystemExit(f"--label-key {args.label_key!r} is not a column of mdata.obs")
         colors.append(args.label_key)
         _print_scores(mdata, args.label_key, colors[:-1])
     out = Path(args.output)
-    _atomic_write(out, lambda p: mdata.write_h5mu(p))
-    print(f"wrote {out}")
-    figure = Path(args.figure) if args.figure else out.with_suffix(".umap.png")
     fig = scmsi.pl.umap(mdata, color=colors)
-    _atomic_write(figure, lambda p: fig.savefig(p, dpi=150, format="png"))
-    print(f"wrote {figure}")
-    if args.save_model:
-        model.save(args.save_model, overwrite=True)
-        print(f"saved model to {args.save_model}")
+    with _Outputs() as outputs:
+        for path in {out.parent, args.figure.parent}:
+            path.mkdir(parents=True, exist_ok=True)
+        outputs.file(out, lambda p: mdata.write_h5mu(p))
+        outputs.file(args.figure, lambda p: fig.savefig(p, dpi=150, format=args.figure_format))
+        if args.save_model:
+            target = Path(args.save_model)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            outputs.folder(target, lambda p: model.save(p, overwrite=True))
+        for path in outputs.commit():
+            print(f"wrote {path}")
     return 0
 
 
 def _print_scores(mdata, label_key: str, cluster_keys) -> None:
+    import numpy as np
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     y = mdata.obs[label_key].astype(str).to_numpy()
@@ -97,6 +329,8 @@ def _print_scores(mdata, label_key: str, cluster_keys) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
+    args.batch_key, args.label_key, args.n_clusters = None, "cell_type", None
+    _check_args(args)
     import scmsi
 
     mdata = scmsi.datasets.inhouse_pbmc()
@@ -104,48 +338,94 @@ def demo(args: argparse.Namespace) -> int:
         f"in-house PBMC: {mdata.n_obs} cells, {mdata['rna'].n_vars} genes, "
         f"{mdata['prot'].n_vars} proteins"
     )
-    args.modalities, args.layers = "rna=counts,prot=protein", "rna=counts,prot=counts"
-    args.batch_key, args.label_key = None, "cell_type"
     args.n_clusters = int(mdata.obs["cell_type"].nunique())
-    return _fit_and_write(mdata, args)
+    kinds = {"rna": "counts", "prot": "protein"}
+    return _fit_and_write(mdata, args, kinds, {"rna": "counts", "prot": "counts"})
+
+
+# ------------------------------------------------------------------------------ entry point
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scmsi", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-o", "--output", required=True, help="output .h5mu with the results")
+    common.add_argument(
+        "--figure", help="UMAP figure; its suffix names the format (default OUTPUT.umap.png)"
+    )
+    common.add_argument("--n-anchors", type=int, default=None)
+    common.add_argument("--max-epochs", type=int, default=None)
+    common.add_argument("--seed", type=int, default=0)
+    common.add_argument(
+        "--fusion",
+        choices=_FUSIONS,
+        default="mean",
+        help="how the modalities' coefficients are fused (see README, 'Fused affinity')",
+    )
+    common.add_argument("--save-model", help="folder to save the trained model in")
+    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+    p_fit = sub.add_parser(
+        "fit", parents=[common], help="train scMSI on a .h5mu/.h5ad file and write the results"
+    )
+    p_fit.add_argument("input", help="input .h5mu (raw counts), or .h5ad with --protein-obsm-key")
+    p_fit.add_argument(
+        "--modalities",
+        help="types, e.g. rna=counts,prot=protein (default: the input's uns['modality_types'])",
+    )
+    p_fit.add_argument("--layers", help="layers holding raw counts, e.g. rna=counts")
+    p_fit.add_argument("--batch-key", help="batch column of the input's obs")
+    p_fit.add_argument("--label-key", help="known labels in the input's obs: colour and score")
+    p_fit.add_argument("--n-clusters", type=int, default=None, help="also run k-means")
+    p_fit.add_argument(
+        "--protein-obsm-key", help=".h5ad input: .obsm entry with protein counts (as totalVI)"
+    )
+    p_fit.set_defaults(func=fit)
+
+    p_demo = sub.add_parser(
+        "demo", parents=[common], help="fit the in-house PBMC CITE-seq data, print ARI/NMI"
+    )
+    p_demo.set_defaults(func=demo)
+    return parser
+
+
+def _one_line(e) -> str:
+    text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    return " ".join(str(text).split()) or type(e).__name__
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings issued from scmsi (about the user's data) as one line; others' internal
+    deprecation and logging notices are dropped (``--debug`` shows everything)."""
+    if Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent):
+        print(f"scmsi: warning: {_one_line(message)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._model import FUSIONS
-
-    parser = argparse.ArgumentParser(prog="scmsi", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def common(p):
-        p.add_argument("-o", "--output", required=True, help="output .h5mu with the results")
-        p.add_argument("--figure", help="UMAP figure (default: OUTPUT with .umap.png)")
-        p.add_argument("--n-anchors", type=int, default=None)
-        p.add_argument("--max-epochs", type=int, default=None)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument(
-            "--fusion",
-            choices=FUSIONS,
-            default="mean",
-            help="how the modalities' coefficients are fused (see README, 'Fused affinity')",
+    args = _parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            if not args.debug:  # warnings about the data as one line each, no source lines
+                warnings.showwarning = _one_line_warning
+            return args.func(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("scmsi: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, KeyError, TypeError, OSError, FloatingPointError) as e:
+        if args.debug:
+            raise
+        print(f"scmsi: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if args.debug:
+            raise
+        print(
+            f"scmsi: error: {type(e).__name__}: {_one_line(e)} (unexpected; rerun with --debug "
+            "for the traceback)",
+            file=sys.stderr,
         )
-        p.add_argument("--save-model", help="folder to save the trained model in")
-
-    p_fit = sub.add_parser("fit", help="train scMSI on a .h5mu file and write the results")
-    p_fit.add_argument("input", help="input .h5mu (raw counts)")
-    common(p_fit)
-    p_fit.add_argument("--modalities", help="types, e.g. rna=counts,prot=protein")
-    p_fit.add_argument("--layers", help="layers holding raw counts, e.g. rna=counts")
-    p_fit.add_argument("--batch-key", help="batch column of mdata.obs")
-    p_fit.add_argument("--label-key", help="known labels in mdata.obs: colour and score")
-    p_fit.add_argument("--n-clusters", type=int, default=None, help="also run k-means")
-    p_fit.set_defaults(func=fit)
-
-    p_demo = sub.add_parser("demo", help="fit the in-house PBMC CITE-seq data, print ARI/NMI")
-    common(p_demo)
-    p_demo.set_defaults(func=demo)
-
-    args = parser.parse_args(argv)
-    return args.func(args)
+        return 1
 
 
 if __name__ == "__main__":

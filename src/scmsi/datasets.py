@@ -18,6 +18,7 @@ import pooch
 import scanpy as sc
 from scipy import sparse
 
+from ._constants import MODALITY_TYPES_KEY
 from ._simulate import synthetic_citeseq
 
 __all__ = [
@@ -233,7 +234,7 @@ def inhouse_pbmc(preprocess: bool = True, n_top_genes: int = 2000) -> md.MuData:
     with md.set_options(pull_on_update=False):
         mdata = md.MuData({"rna": rna, "prot": prot})
     mdata.obs["cell_type"] = pd.Categorical(cell_type)
-    mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}
+    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "counts", "prot": "protein"}
     return mdata
 
 
@@ -331,7 +332,7 @@ def snare_seq(n_top_genes: int | None = 2000, min_cells: int = 3) -> md.MuData:
     with md.set_options(pull_on_update=False):
         mdata = md.MuData({"rna": rna, "atac": atac})
     mdata.obs["cell_type"] = pd.Categorical(cell_type)
-    mdata.uns["modality_types"] = {"rna": "counts", "atac": "continuous"}
+    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "counts", "atac": "continuous"}
     return mdata
 
 
@@ -351,19 +352,24 @@ def _dgc_to_csr(m) -> tuple[sparse.csr_matrix, pd.Index, pd.Index]:
     )
 
 
-def _scicar_from_rda(path: Path) -> tuple[ad.AnnData, ad.AnnData, pd.Series]:
-    """Read the scAI authors' ``data_A549.rda``: (rna, atac, time in hours)."""
+def _read_rda(path: Path, name: str):
+    """The R object ``name`` of an ``.rda`` file, converted to Python (``rdata``)."""
     try:
         import rdata
     except ImportError as err:
         raise ImportError(
-            "Reading data_A549.rda needs the `rdata` package: pip install 'scmsi[data]'."
+            f"Reading {Path(path).name} needs the `rdata` package: pip install 'scmsi[data]'."
         ) from err
     import warnings
 
     with warnings.catch_warnings():  # no constructor for dgCMatrix: the raw R object is fine
         warnings.simplefilter("ignore")
-        obj = rdata.conversion.convert(rdata.parser.parse_file(str(path)))["data_A549"]
+        return rdata.conversion.convert(rdata.parser.parse_file(str(path)))[name]
+
+
+def _scicar_from_rda(path: Path) -> tuple[ad.AnnData, ad.AnnData, pd.Series]:
+    """Read the scAI authors' ``data_A549.rda``: (rna, atac, time in hours)."""
+    obj = _read_rda(path, "data_A549")
     mods = {}
     for key in ("RNA", "ATAC"):
         x, cells, features = _dgc_to_csr(obj["data"][key])
@@ -445,23 +451,13 @@ def scicar_a549(min_peak_fraction: float = 0.01) -> md.MuData:
         mdata = md.MuData({"rna": rna, "atac": atac})
     mdata.obs["cell_type"] = pd.Categorical(cell_type)
     mdata.obs["time"] = hours
-    mdata.uns["modality_types"] = {"rna": "continuous", "atac": "accessibility"}
+    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "continuous", "atac": "accessibility"}
     return mdata
 
 
 def _eccite_from_rda(path: Path) -> dict[str, ad.AnnData]:
     """Read CiteFuse's ``CITEseq_example.rda``: ``{"rna", "prot", "hto"}`` cells x features."""
-    try:
-        import rdata
-    except ImportError as err:
-        raise ImportError(
-            "Reading CITEseq_example.rda needs the `rdata` package: pip install 'scmsi[data]'."
-        ) from err
-    import warnings
-
-    with warnings.catch_warnings():  # no constructor for dgCMatrix: the raw R object is fine
-        warnings.simplefilter("ignore")
-        obj = rdata.conversion.convert(rdata.parser.parse_file(str(path)))["CITEseq_example"]
+    obj = _read_rda(path, "CITEseq_example")
     mods = {}
     for key, name in (("RNA", "rna"), ("ADT", "prot"), ("HTO", "hto")):
         x, cells, features = _dgc_to_csr(obj[key])
@@ -524,7 +520,7 @@ def eccite_pbmc() -> md.MuData:
     with md.set_options(pull_on_update=False):
         mdata = md.MuData(mods)
     mdata.obs["hashtag"] = hashtag
-    mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}
+    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "counts", "prot": "protein"}
     return mdata
 
 

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
+# No backend is set here: a library must not switch a notebook away from inline plots, and
+# matplotlib itself falls back to a non-interactive backend on a machine without a display.
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from ._backed import dense
+from ._constants import DOMAIN_KEY, LEIDEN_KEY, UMAP_KEY
 
 
 def umap(
     data,
-    color: Sequence[str] = ("scmsi_leiden",),
-    basis: str = "X_umap",
+    color: Sequence[str] = (LEIDEN_KEY,),
+    basis: str = UMAP_KEY,
     ax_size: float = 4.0,
     point_size: float | None = None,
 ) -> plt.Figure:
@@ -75,7 +77,7 @@ def protein_denoising(
     model,
     proteins: Sequence[str],
     modality: str | None = None,
-    basis: str = "X_umap",
+    basis: str = UMAP_KEY,
 ) -> plt.Figure:
     """Raw (log1p), denoised and foreground probability of proteins on the UMAP.
 
@@ -87,7 +89,7 @@ def protein_denoising(
     fg = model.get_protein_foreground_probability(data, modality=prot)
     raw = data.mod[prot] if hasattr(data, "mod") else None
     raw_df = (
-        pd.DataFrame(_dense(raw.X), index=raw.obs_names, columns=raw.var_names)
+        pd.DataFrame(dense(raw.X), index=raw.obs_names, columns=raw.var_names)
         if raw is not None
         else denoised * np.nan
     )
@@ -112,14 +114,10 @@ def protein_denoising(
     return fig
 
 
-def _dense(x) -> np.ndarray:
-    return np.asarray(x.toarray() if hasattr(x, "toarray") else x)
-
-
 # ------------------------------------------------------------------------------- spatial
 def spatial_domains(
     data,
-    color: Sequence[str] = ("scmsi_domain",),
+    color: Sequence[str] = (DOMAIN_KEY,),
     library_id: str | None = None,
     img_key: str | None = None,
     image: bool = True,
@@ -207,7 +205,7 @@ def spatial_domains(
 
 def domain_markers(
     adata,
-    groupby: str = "scmsi_domain",
+    groupby: str = DOMAIN_KEY,
     n_genes: int = 3,
     layer: str | None = None,
     gene_symbols: str | None = None,
@@ -233,7 +231,7 @@ def domain_markers(
     tmp.var_names_make_unique()
     sc.tl.rank_genes_groups(tmp, groupby, method="wilcoxon", n_genes=n_genes)
     table = sc.get.rank_genes_groups_df(tmp, group=None)
-    adata.uns["scmsi_domain_markers"] = table
+    adata.uns[f"{DOMAIN_KEY}_markers"] = table
     groups = list(tmp.obs[groupby].cat.categories)
     genes = list(
         dict.fromkeys(
@@ -242,7 +240,7 @@ def domain_markers(
             .head(n_genes)["names"]
         )
     )
-    xm = _dense(tmp[:, genes].X)
+    xm = dense(tmp[:, genes].X)
     means = pd.DataFrame(xm, columns=genes).groupby(tmp.obs[groupby].to_numpy()).mean()
     means = means.loc[groups]
     z = (means - means.mean()) / means.std().replace(0, 1)

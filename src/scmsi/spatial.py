@@ -356,7 +356,7 @@ def color_texture_features(tiles: np.ndarray) -> tuple[np.ndarray, list[str]]:
     Per tile (values in [0, 1]): mean, sd and 10/50/90th percentiles of R, G, B; mean and sd of
     hue (as cos/sin), saturation and value; mean and sd of haematoxylin and eosin optical density
     (Ruifrok colour deconvolution); the share of bright unstained pixels (background, fat); mean
-    gradient magnitude and mean |Laplacian| of the grey image (texture: nuclei density, fibres).
+    gradient magnitude and mean ``|Laplacian|`` of the grey image (texture: nuclei density, fibres).
 
     Returns
     -------
@@ -718,14 +718,16 @@ def spatial_domains(
         PCA. ``"pca"``: PCA of the smoothed coefficients (or of ``obsm[use_rep]``). None:
         ``"spectral"`` for a model's coefficients, ``"pca"`` with ``use_rep``.
 
+    Notes
+    -----
     Writes ``obs[key_added]``, ``obsm["X_scmsi_spatial"]`` (embedding) and, with a model,
     ``obsm["scmsi_coef"]`` / ``obsm["scmsi_coef_smoothed"]`` (and, with per-spot
     weights, ``obsm["scmsi_modality_weights"]``: spots x modalities used).
     """
     from sklearn.decomposition import PCA
 
-    from ._model import check_fusion
-    from .tl import anchor_spectral_embedding, cluster, leiden_auto
+    from ._cluster import anchor_spectral_embedding, cluster, leiden_auto
+    from ._fusion import check_fusion
 
     check_fusion(fusion)
     if embedding is None:
@@ -753,7 +755,7 @@ def spatial_domains(
                 dropped,
                 used,
             )
-        from ._model import fuse_coefficients
+        from ._fusion import fuse_coefficients
 
         weights = None
         if fusion != "mean":  # a one-modality model has no weights: 1, written all the same

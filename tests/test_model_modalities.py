@@ -37,6 +37,7 @@ def _rna_atac(n_cells=200, n_genes=60, n_peaks=300, n_types=3, seed=0, density=0
         return md.MuData(mods)
 
 
+@pytest.mark.slow
 def test_rna_atac_trains_and_separates_types():
     m = _rna_atac()
     scmsi.SCMSI.setup_mudata(m, modalities={"rna": "counts", "atac": "accessibility"})
@@ -54,6 +55,7 @@ def test_rna_atac_trains_and_separates_types():
     assert sparse.issparse(m["atac"].X)  # the user's matrix is not densified
 
 
+@pytest.mark.slow
 def test_trimodal_synthetic_iid():
     m = scvi.data.synthetic_iid(return_mudata=True)
     types = {"rna": "counts", "accessibility": "accessibility", "protein_expression": "protein"}
@@ -67,6 +69,7 @@ def test_trimodal_synthetic_iid():
     assert np.isfinite(model.history["elbo_train"].to_numpy(dtype=float)).all()
 
 
+@pytest.mark.slow
 def test_rna_plus_continuous_features():
     m = _rna_atac()
     rng = np.random.default_rng(1)
@@ -81,6 +84,7 @@ def test_rna_plus_continuous_features():
     assert model.get_normalized_expression(m2, modality="img").shape == (m2.n_obs, 8)
 
 
+@pytest.mark.slow
 def test_poisson_accessibility_on_fragment_counts():
     m = _rna_atac()
     frag = m["atac"].X.copy()
@@ -95,6 +99,7 @@ def test_poisson_accessibility_on_fragment_counts():
     np.testing.assert_allclose(share.sum(1), 1.0, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_large_sparse_peak_set_is_never_densified():
     """60k peaks x 600 cells: a dense float32 copy would take 144 MB; numpy never holds one."""
     m = _rna_atac(n_cells=600, n_genes=40, n_peaks=60_000, density=0.02)
@@ -150,36 +155,7 @@ def test_poisson_accessibility_needs_integer_counts():
         scmsi.SCMSI(m, n_anchors=20, accessibility_likelihood="poisson")
 
 
-def test_modality_weights_favour_the_modality_that_explains_all():
-    from scmsi._model import fuse_coefficients, modality_weights
-
-    rng = np.random.default_rng(0)
-    n = 50
-    err = rng.uniform(0.9, 1.1, (n, 2, 2))
-    err[:, 1, 0] *= 5  # modality 1's neighbours rebuild modality 0 badly
-    w = modality_weights(err)
-    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-6)
-    assert (w[:, 0] > w[:, 1]).all()
-    c = [rng.random((n, 7)), rng.random((n, 7))]
-    np.testing.assert_allclose(fuse_coefficients(c, weights=w).sum(1), 1.0, rtol=1e-5)
-
-
-def test_modality_weights_leave_out_missing_modalities():
-    from scmsi._model import modality_weights
-
-    rng = np.random.default_rng(0)
-    err = rng.uniform(0.9, 1.1, (60, 2, 2))
-    err[:, :, 0] = 1.0  # modality 0's scale is the same whichever cells it is taken over
-    lacks = np.arange(60) < 40  # most cells lack modality 1
-    err[lacks, 1, :] = np.nan
-    err[lacks, :, 1] = np.nan
-    w = modality_weights(err)
-    np.testing.assert_array_equal(w[lacks], [[1.0, 0.0]] * 40)
-    # The complete cells' weights are those of the complete cells alone: the scale of
-    # modality 1 comes from the cells that have it.
-    np.testing.assert_allclose(w[~lacks], modality_weights(err[~lacks]), rtol=1e-6)
-
-
+@pytest.mark.slow
 def test_adaptive_fusion_on_a_trained_model(trained):
     model, md = trained
     w = model.get_modality_weights()
@@ -193,18 +169,7 @@ def test_adaptive_fusion_on_a_trained_model(trained):
         model.get_coefficients(fusion="max")
 
 
-def test_precision_weights_are_inverse_variances():
-    from scmsi._model import precision_weights
-
-    var = np.array([[1.0, 3.0], [2.0, 2.0], [0.5, np.inf], [np.inf, np.inf]])
-    w = precision_weights(var)
-    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(w[0], [0.75, 0.25], rtol=1e-6)  # 1/1 : 1/3
-    np.testing.assert_allclose(w[1], [0.5, 0.5], rtol=1e-6)
-    np.testing.assert_array_equal(w[2], [1.0, 0.0])  # inf: the cell lacks the modality
-    np.testing.assert_allclose(w[3], [0.5, 0.5])  # no modality: equal (unused) weights
-
-
+@pytest.mark.slow
 def test_precision_fusion_on_a_trained_model(trained):
     model, md = trained
     w = model.get_modality_weights(method="precision")
@@ -217,7 +182,7 @@ def test_precision_fusion_on_a_trained_model(trained):
     np.testing.assert_array_equal(fused, model.get_coefficients(fusion="precision"))
     np.testing.assert_allclose(fused.sum(1), 1.0, rtol=1e-4)
     # The fused rows are the weighted means of the normalised per-modality rows.
-    from scmsi._model import fuse_coefficients
+    from scmsi._fusion import fuse_coefficients
 
     coefs = model.get_coefficients(return_all=True)
     expected = fuse_coefficients([coefs["rna"], coefs["prot"]], weights=w.to_numpy())
@@ -226,9 +191,10 @@ def test_precision_fusion_on_a_trained_model(trained):
         model.get_modality_weights(method="max")
 
 
+@pytest.mark.slow
 def test_precision_weights_follow_the_data_of_each_cell():
     """A cell whose RNA is thinned to a few counts is less certain in RNA: its RNA weight drops."""
-    from scmsi._synthetic import synthetic_cite
+    from tests._synthetic import synthetic_cite
 
     data = synthetic_cite(n_cells=240, n_genes=80, n_proteins=8, n_types=3, seed=1)
     scmsi.SCMSI.setup_mudata(data, layers={"rna": "counts", "prot": "counts"})

@@ -6,70 +6,16 @@ import pytest
 import scanpy as sc
 from scipy import sparse
 from sklearn.metrics import adjusted_rand_score
-from sklearn.model_selection import cross_val_score
-from sklearn.neighbors import KNeighborsClassifier
 
 import scmsi
 from scmsi import _anchors, _validation
+from scmsi._fusion import top_k_sparse
 from scmsi._likelihoods import protein_background_prior
-from scmsi._model import default_max_epochs, top_k_sparse
-from scmsi._synthetic import synthetic_cite
+from scmsi._model import default_max_epochs
+from tests._synthetic import synthetic_cite
 
 
-@pytest.fixture(scope="module")
-def big():
-    return scmsi.datasets.synthetic_citeseq(
-        3000, n_genes=400, n_proteins=20, n_types=6, n_batches=2, seed=1
-    )
-
-
-def _knn_accuracy(x, labels) -> float:
-    return cross_val_score(KNeighborsClassifier(10), x, labels, cv=3).mean()
-
-
-def test_synthetic_citeseq_layout(big):
-    rna, prot = big["rna"].X, big["prot"].X
-    assert big.shape == (3000, 420) and rna.shape == (3000, 400) and prot.shape == (3000, 20)
-    assert sparse.isspmatrix_csr(rna) and rna.dtype == np.float32
-    assert np.array_equal(rna.data, np.round(rna.data)) and rna.data.min() > 0
-    assert isinstance(prot, np.ndarray) and np.array_equal(prot, np.round(prot))
-    assert (np.asarray(rna.sum(1)).ravel() > 0).all()
-    assert set(big.obs.columns) == {"cell_type", "lineage", "batch"}
-    assert big.obs["cell_type"].nunique() == 6 and big.obs["batch"].nunique() == 2
-    assert big.uns["modality_types"] == {"rna": "counts", "prot": "protein"}
-
-
-def test_synthetic_citeseq_is_reproducible():
-    a = scmsi.datasets.synthetic_citeseq(1200, n_genes=100, n_proteins=5, seed=3)
-    b = scmsi.datasets.synthetic_citeseq(1200, n_genes=100, n_proteins=5, seed=3)
-    c = scmsi.datasets.synthetic_citeseq(1200, n_genes=100, n_proteins=5, seed=4)
-    assert (a["rna"].X != b["rna"].X).nnz == 0 and np.array_equal(a["prot"].X, b["prot"].X)
-    assert a.obs.equals(b.obs)
-    assert (a["rna"].X != c["rna"].X).nnz > 0
-
-
-def test_synthetic_citeseq_structure(big):
-    """Types are recoverable from RNA and protein; batches shift RNA."""
-    pcs = sc.pp.pca(_anchors.lognormalize(big["rna"].X), n_comps=20, random_state=0)
-    types, batches = big.obs["cell_type"].to_numpy(), big.obs["batch"].to_numpy()
-    assert _knn_accuracy(pcs, types) > 0.85
-    assert _knn_accuracy(np.log1p(big["prot"].X), big.obs["lineage"].to_numpy()) > 0.95
-    assert _knn_accuracy(pcs, batches) > 0.7  # chance is 0.5
-
-
-def test_top_k_sparse_keeps_each_rows_largest():
-    rng = np.random.default_rng(0)
-    dense = rng.random((50, 30)).astype(np.float32) * (rng.random((50, 30)) < 0.6)
-    top = top_k_sparse(dense, 5)
-    assert sparse.isspmatrix_csr(top) and top.shape == dense.shape
-    for i in range(50):
-        expected = np.sort(dense[i])[::-1][:5]
-        row = top[i].toarray().ravel()
-        assert np.allclose(np.sort(row[row > 0])[::-1], expected[expected > 0])
-        assert np.array_equal(row[row > 0], dense[i][row > 0])
-    assert (top_k_sparse(dense, 30).toarray() == dense).all()
-
-
+@pytest.mark.slow
 def test_get_coefficients_top_k_equals_dense(trained):
     model, md = trained
     for fusion in ("mean", "adaptive"):
@@ -86,6 +32,7 @@ def test_get_coefficients_top_k_equals_dense(trained):
         model.get_coefficients(md, top_k=0)
 
 
+@pytest.mark.slow
 def test_iter_coefficients_matches_get_coefficients(trained):
     model, md = trained
     dense = model.get_coefficients(md, return_all=True)
@@ -96,12 +43,13 @@ def test_iter_coefficients_matches_get_coefficients(trained):
     assert np.allclose(np.concatenate([p["latent"]["rna"] for p in parts]), latents["rna"])
 
 
+@pytest.mark.slow
 def test_streamed_embedding_equals_dense_path(trained, monkeypatch):
     """Large-data path (exact streamed PCA, top-k storage) agrees with the dense path."""
     model, md = trained
     dense = md.copy()
     scmsi.tl.embed_and_cluster(dense, model, umap=False, resolution=0.5, top_k=None)
-    monkeypatch.setattr(scmsi.tl, "DENSE_MAX_ENTRIES", 0)  # as if the data were large
+    monkeypatch.setattr(scmsi._cluster, "DENSE_MAX_ENTRIES", 0)  # as if the data were large
     streamed = md.copy()
     scmsi.tl.embed_and_cluster(streamed, model, umap=False, resolution=0.5)
     assert sparse.isspmatrix_csr(streamed.obsm["scmsi_coef"])
@@ -115,16 +63,6 @@ def test_streamed_embedding_equals_dense_path(trained, monkeypatch):
     scmsi.tl.map_query(q, model, streamed, top_k=5)
     assert np.allclose(q.obsm["X_scmsi"], b[:60], atol=2e-3 * scale)
     assert q.obsm["scmsi_coef"].getnnz(1).max() <= 5
-
-
-def test_coefficient_pca_sparse_input():
-    rng = np.random.default_rng(0)
-    dense = (rng.random((600, 40)) * (rng.random((600, 40)) < 0.3)).astype(np.float32)
-    emb_d, pca_d = scmsi.tl.coefficient_pca(dense, 5)
-    emb_s, pca_s = scmsi.tl.coefficient_pca(sparse.csr_matrix(dense), 5)
-    assert np.allclose(np.abs(emb_d), np.abs(emb_s), atol=1e-4)
-    proj = scmsi.tl.project_coefficients(sparse.csr_matrix(dense), pca_s)
-    assert np.allclose(proj, emb_s, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["counts", "accessibility"])
@@ -185,6 +123,7 @@ def test_default_max_epochs():
     assert default_max_epochs(40_000, budget=200) == 100
 
 
+@pytest.mark.slow
 def test_trainer_kwargs_reach_lightning(mdata):
     """accelerator / devices / strategy (multi-GPU settings) are Lightning Trainer arguments."""
     from lightning.pytorch.strategies import SingleDeviceStrategy
@@ -206,40 +145,7 @@ def test_trainer_kwargs_reach_lightning(mdata):
     assert model.trainer.num_training_batches == 2
 
 
-def test_knn_transformer_large_data():
-    """Approximate k-NN above 8,192 cells (scanpy's default fails there with pynndescent 0.7)."""
-    import anndata as ad
-    import pandas as pd
-    from sklearn.neighbors import NearestNeighbors
-
-    assert scmsi.tl.knn_transformer(8000) is None
-    x = np.random.default_rng(0).normal(size=(9000, 5)).astype(np.float32)
-    a = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(x))]))
-    a.obsm["e"] = x
-    sc.pp.neighbors(a, n_neighbors=10, use_rep="e", transformer=scmsi.tl.knn_transformer(9000))
-    exact = NearestNeighbors(n_neighbors=10).fit(x).kneighbors(x[:300])[1][:, 1:]
-    found = a.obsp["distances"][:300]
-    recall = np.mean([len(set(exact[i]) & set(found[i].indices)) / 9 for i in range(300)])
-    assert recall > 0.95
-
-
-def test_leiden_matches_scanpy(trained):
-    """The igraph graph built once from arrays gives scanpy's Leiden labels exactly."""
-    import anndata as ad
-    import pandas as pd
-
-    _, md = trained
-    a = ad.AnnData(obs=pd.DataFrame(index=md.obs_names.copy()))
-    a.obsm["e"] = np.log1p(md["prot"].X)
-    sc.pp.neighbors(a, use_rep="e", random_state=0)
-    graph = a.obsp["connectivities"]
-    for r in (0.3, 1.0):
-        sc.tl.leiden(a, adjacency=graph, resolution=r, random_state=0, flavor="igraph",
-                     n_iterations=2, directed=False)  # fmt: skip
-        ours = scmsi.tl.leiden(graph, r, seed=0)
-        assert np.array_equal(np.asarray(ours), a.obs["leiden"].to_numpy())
-
-
+@pytest.mark.slow
 def test_backed_mudata_worked_example(tmp_path):
     """docs/scaling.md: train on a backed h5mu; or train on a subsample and map chunks."""
     import mudata as md

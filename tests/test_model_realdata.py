@@ -17,6 +17,7 @@ def pbmc():
         pytest.skip(f"in-house PBMC unavailable: {err}")
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_inhouse_pbmc_preprocessing_matches_paper(pbmc):
     assert pbmc.n_obs == 1071
@@ -24,6 +25,7 @@ def test_inhouse_pbmc_preprocessing_matches_paper(pbmc):
     assert pbmc.obs["cell_type"].value_counts()["CD4+ T cells"] == 502
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_inhouse_pbmc_default_training_clusters_cell_types(pbmc):
     md = pbmc.copy()
@@ -39,6 +41,7 @@ def test_inhouse_pbmc_default_training_clusters_cell_types(pbmc):
     assert np.median(fg["CD3"][ct == "CD4+ T cells"]) > np.median(fg["CD3"][ct == "NK cells"]) + 0.3
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_inhouse_pbmc_query_label_transfer(pbmc):
     """Train on a random 70 % of the cells, map the other 30 % with no retraining."""
@@ -60,6 +63,7 @@ def test_inhouse_pbmc_query_label_transfer(pbmc):
     assert (pred == truth)[conf >= 0.9].mean() >= (pred == truth).mean()
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_eccite_batch_key_gives_transform_batch_expression():
     """ECCITE-seq PBMC with the 4 hashtags as batches: trains, corrects every modality."""

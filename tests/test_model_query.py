@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import scmsi
-from scmsi._synthetic import synthetic_cite
+from tests._synthetic import synthetic_cite
 
 LAYERS = {"rna": "counts", "prot": "counts"}
 
@@ -23,6 +23,7 @@ def _reorder(md, rna_order, prot_order):
     )
 
 
+@pytest.mark.slow
 def test_query_features_in_another_order_are_reordered(trained):
     model, _ = trained
     query = _cells()
@@ -38,6 +39,7 @@ def test_query_features_in_another_order_are_reordered(trained):
     assert not any(c.startswith("_scvi") for c in shuffled.obs.columns)
 
 
+@pytest.mark.slow
 def test_query_missing_features_are_named(trained):
     model, _ = trained
     query = _reorder(_cells(), np.arange(2, 80), np.arange(8))
@@ -46,6 +48,7 @@ def test_query_missing_features_are_named(trained):
         model.get_coefficients(query)
 
 
+@pytest.mark.slow
 def test_query_extra_features_are_dropped_with_a_warning(trained):
     model, _ = trained
     query = _cells()
@@ -64,6 +67,7 @@ def test_query_extra_features_are_dropped_with_a_warning(trained):
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_query_cell_without_any_modality(trained):
     model, _ = trained
     query = _cells()
@@ -75,12 +79,14 @@ def test_query_cell_without_any_modality(trained):
         model.get_coefficients(query)
 
 
+@pytest.mark.slow
 def test_query_as_anndata_for_a_mudata_model(trained):
     model, _ = trained
     with pytest.raises(TypeError, match="pass the query as a MuData"):
         model.get_coefficients(_cells()["rna"].copy())
 
 
+@pytest.mark.slow
 def test_query_with_an_unknown_batch(trained):
     model, _ = trained
     query = _cells()
@@ -105,6 +111,7 @@ def reference_and_query():
     return model, ref, query
 
 
+@pytest.mark.slow
 def test_load_query_data_trains_only_the_new_batch(reference_and_query, tmp_path):
     model, ref, query = reference_and_query
     ref_coef = model.get_coefficients(ref)
@@ -132,6 +139,7 @@ def test_load_query_data_trains_only_the_new_batch(reference_and_query, tmp_path
     assert qmodel.get_coefficients().shape == (query.n_obs, 30)
 
 
+@pytest.mark.slow
 def test_load_query_data_from_a_one_batch_reference():
     md = synthetic_cite(n_cells=200, n_genes=50, n_proteins=5, n_types=2, n_batches=2, seed=3)
     b = md.obs["batch"].to_numpy()
@@ -145,6 +153,7 @@ def test_load_query_data_from_a_one_batch_reference():
     np.testing.assert_allclose(qmodel.get_coefficients(ref), model.get_coefficients(ref), atol=1e-7)
 
 
+@pytest.mark.slow
 def test_load_query_data_with_an_rna_only_query(reference_and_query):
     model, _, query = reference_and_query
     rna_only = mu.MuData({"rna": query["rna"].copy()})

@@ -6,6 +6,8 @@ import pytest
 
 pytest.importorskip("scib_metrics")
 batch_bench = pytest.importorskip("benchmarks.batch")
+# scib-metrics compiles its metrics with jax on first use: minutes on 2 loaded cores.
+pytestmark = pytest.mark.slow
 
 
 def _embeddings(n=240, seed=0):

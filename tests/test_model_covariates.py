@@ -11,7 +11,7 @@ from scvi import REGISTRY_KEYS
 from scvi.nn import FCLayers
 
 import scmsi
-from scmsi._synthetic import synthetic_cite
+from tests._synthetic import synthetic_cite
 
 from .conftest import FAST
 
@@ -73,6 +73,7 @@ def _first_layers(module):
     }
 
 
+@pytest.mark.slow
 def test_batch_and_covariate_enter_every_encoder_and_decoder(model_and_data):
     model, _ = model_and_data
     assert model.module.n_cats_per_cov == [3]
@@ -91,6 +92,7 @@ def test_batch_and_covariate_enter_every_encoder_and_decoder(model_and_data):
     )
 
 
+@pytest.mark.slow
 def test_covariate_changes_the_outputs(model_and_data):
     model, m = model_and_data
     other = _four_kinds()  # the same cells, not registered yet; each donor renamed
@@ -101,6 +103,7 @@ def test_covariate_changes_the_outputs(model_and_data):
         assert not np.allclose(z[k], z_other[k]), k
 
 
+@pytest.mark.slow
 def test_transform_batch_every_modality(model_and_data):
     model, m = model_and_data
     own = model.get_normalized_expression()
@@ -120,6 +123,7 @@ def test_transform_batch_every_modality(model_and_data):
         model.get_normalized_expression(transform_batch="nope")
 
 
+@pytest.mark.slow
 def test_save_load_keeps_covariates(model_and_data, tmp_path):
     model, m = model_and_data
     model.save(tmp_path / "m", overwrite=True)
@@ -138,6 +142,7 @@ def test_missing_covariate_column_is_named():
         scmsi.SCMSI.setup_mudata(m, batch_key="batch", categorical_covariate_keys=["donor"])
 
 
+@pytest.mark.slow
 def test_anndata_setup_with_covariates():
     m = synthetic_cite(n_cells=120, n_genes=30, n_proteins=4, n_batches=2, seed=2)
     adata = m["rna"].copy()
@@ -157,6 +162,7 @@ def test_anndata_setup_with_covariates():
     assert expr["rna"].shape == (120, 30) and expr["prot"].shape == (120, 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("new_donor", [False, True])
 def test_load_query_data_with_covariates(new_donor):
     """A new batch (and maybe a new donor): only their columns train, the reference is kept."""

@@ -1,8 +1,10 @@
-"""Synthetic CITE-seq-like data with known cell types and batch effects."""
+"""Synthetic CITE-seq-like and Visium-like test data with known cell types (tests only: the
+user-facing generator is :func:`scmsi.datasets.synthetic_citeseq`)."""
 
 from __future__ import annotations
 
 import anndata as ad
+import mudata
 import numpy as np
 import pandas as pd
 from mudata import MuData
@@ -58,8 +60,10 @@ def synthetic_cite(
         )
         a.layers["counts"] = a.X.copy()
         mods[name] = a
-    mdata = MuData(mods)
+    with mudata.set_options(pull_on_update=False):  # obs is set below, not pulled from mods
+        mdata = MuData(mods)
     mdata.obs = obs.copy()
+    mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}
     return mdata
 
 
