@@ -86,8 +86,8 @@ _MIN_EPOCHS = 10
 # network, plain elastic net and error, squared-difference contrast at 0.1, mean fusion).
 # "v0.1": the package's first default (the paper plus a threshold that keeps each cell's best
 # anchor, locality-weighted L1 and a scale-free error). "default": softmax (kernel)
-# coefficients, symmetric-KL agreement, product-of-experts fusion, anchors encoded without
-# gradient; see docs/notes/quality.md for where and why it departs from the paper.
+# coefficients, symmetric-KL agreement, product-of-experts fusion, joint-latent embedding, a
+# 200-epoch budget; see docs/notes/quality.md for where and why it departs from the paper.
 PRESETS: dict[str, dict] = {
     "default": {
         "coefficients": "softmax",
@@ -96,7 +96,7 @@ PRESETS: dict[str, dict] = {
         "locality": False,
         "ceiling": True,
         "scale_free": True,
-        "anchor_grad": False,
+        "anchor_grad": True,
         "fusion": "product",
         "embedding": "latent",
         "epoch_budget": 200,
