@@ -225,6 +225,8 @@ def applicable(method: str, mdata: md.MuData) -> str | None:
         for mod in (*rna, *atac):
             if not _is_integer(mdata[mod].layers.get("counts", mdata[mod].X)):
                 return f"MultiVI needs integer values; {mod!r} is not ({desc})"
+    if method.startswith("scmsi:"):
+        return None
     if method not in METHODS and not method.startswith("only_"):
         return f"unknown method {method!r}"
     return None
@@ -458,7 +460,25 @@ def mofa(mdata: md.MuData, seed: int) -> PeerResult:
     return {"embedding": np.asarray(m.obsm["X_mofa"]), "graph": None, "notes": notes}
 
 
-def scmsi_default(mdata: md.MuData, seed: int) -> PeerResult:
+def scmsi_setup(mdata: md.MuData) -> tuple[md.MuData, dict[str, str], dict[str, str | None]]:
+    """A copy of ``mdata`` registered for scMSI, its modality types and the layers used.
+
+    ``counts``/``protein`` modalities read ``.layers["counts"]`` (when present), the others
+    ``.X`` (layer None).
+    """
+    import scmsi
+
+    types = modality_types(mdata)
+    m = mdata.copy()
+    layers = {
+        mod: "counts" if kind in ("counts", "protein") and "counts" in m[mod].layers else None
+        for mod, kind in types.items()
+    }
+    scmsi.SCMSI.setup_mudata(m, modalities=types, layers=layers)
+    return m, types, layers
+
+
+def scmsi_default(mdata: md.MuData, seed: int, preset: dict | None = None) -> PeerResult:
     """scMSI with the package defaults; embedding = PCA of the fused coefficients.
 
     Modality types from ``uns["modality_types"]``; ``counts``/``protein`` modalities read
@@ -471,14 +491,8 @@ def scmsi_default(mdata: md.MuData, seed: int) -> PeerResult:
     import scmsi
     from scmsi._fusion import fusion_scale
 
-    types = modality_types(mdata)
-    m = mdata.copy()
-    layers = {
-        mod: "counts" if kind in ("counts", "protein") and "counts" in m[mod].layers else None
-        for mod, kind in types.items()
-    }
-    scmsi.SCMSI.setup_mudata(m, modalities=types, layers=layers)
-    model = scmsi.SCMSI(m, seed=seed)
+    m, types, layers = scmsi_setup(mdata)
+    model = scmsi.SCMSI(m, seed=seed, **(preset or {}))
     # Smoke runs (CI) shorten training; full runs use the package default.
     max_epochs = os.environ.get("SCMSI_BENCH_MAX_EPOCHS")
     model.train(max_epochs=int(max_epochs) if max_epochs else None, enable_progress_bar=False)
@@ -486,13 +500,45 @@ def scmsi_default(mdata: md.MuData, seed: int) -> PeerResult:
     n_epochs = len(model.history["elbo_train"])
     inputs = ", ".join(f"{mod}: {kind} ({layers[mod] or '.X'})" for mod, kind in types.items())
     fusion = m.uns["scmsi_pca"]["fusion"]
+    embedding = m.uns["scmsi_pca"]["embedding"]
+    what = {
+        "latent": "joint latent (every modality's latent, standardised, concatenated)",
+        "rebuilt": "latents rebuilt by the fused coefficients",
+        "pca": "PCA of the fused coefficients",
+    }[embedding]
     notes = (
-        f"scmsi {scmsi.__version__} defaults: {model.module.n_anchors} anchors, "
-        f"{n_epochs} epochs (early stopping on), embedding = PCA of fused coefficients "
-        f"(fusion={fusion!r}); modalities {inputs}."
+        f"scmsi {scmsi.__version__} preset={model.preset!r}"
+        + "".join(f", {k}={v!r}" for k, v in (preset or {}).items() if k != "preset")
+        + f": {model.module.n_anchors} anchors, {n_epochs} epochs (early stopping on), "
+        f"embedding = {what} (fusion={fusion!r}); modalities {inputs}."
     )
     extras = {}
-    if len(types) > 1:
+    if embedding != "pca":
+        proj = scmsi.tl.rebuilt_projection(model)
+
+        def embed(coef):
+            return scmsi.tl.project_coefficients(coef, proj)
+
+        # Ablations, no retraining: the same fused coefficients, embedded otherwise.
+        fused_coef = m.obsm["scmsi_coef"]
+        extras["embedding_embedding_pca"] = scmsi.tl.coefficient_pca(
+            fused_coef, model.module.n_latent, seed
+        )[0]
+        if embedding == "latent":
+            # the fusion only matters to the affinity's embeddings: ablate it there
+            extras["embedding_embedding_rebuilt"] = embed(fused_coef)
+            mean_coef = scmsi.tl.project_batches(m, model, None, None, "mean")[1]
+            extras["embedding_embedding_rebuilt-fusion-mean"] = embed(mean_coef)
+        else:
+            latents = {mod: m.obsm[f"X_scmsi_{mod}"] for mod in model.modality_names}
+            stats = scmsi.tl.latent_standardisation(model)
+            extras["embedding_embedding_latent"] = scmsi.tl.joint_latent(latents, stats)
+    else:
+
+        def embed(coef):
+            return scmsi.tl.coefficient_pca(coef, model.module.n_latent, seed)[0]
+
+    if len(types) > 1 and embedding != "latent":
         # Ablation, no retraining: the same coefficients under the other fusions.
         for other in (f for f in scmsi.FUSIONS if f != fusion):
             scale = fusion_scale(model, m, other)
@@ -501,9 +547,7 @@ def scmsi_default(mdata: md.MuData, seed: int) -> PeerResult:
             if weights is not None:
                 w = dict(zip(model.modality_names, weights.mean(0).round(2).tolist(), strict=True))
                 notes += f" Mean {other}-fusion weights: {w}."
-            extras[f"embedding_fusion_{other}"] = scmsi.tl.coefficient_pca(
-                coef, model.module.n_latent, seed
-            )[0]
+            extras[f"embedding_fusion_{other}"] = embed(coef)
     prots = _of_type(types, "protein")
     if prots:
         denoised = model.get_normalized_expression(m, modality=prots[0])
@@ -525,10 +569,29 @@ METHODS: dict[str, Callable[[md.MuData, int], PeerResult]] = {
 }
 
 
+def _option(value: str):
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(value, value)
+
+
 def get_method(name: str) -> Callable[[md.MuData, int], PeerResult]:
-    """The method called ``name``: a key of :data:`METHODS` or ``only_<modality>``."""
+    """The method called ``name``: a key of :data:`METHODS`, ``only_<modality>``, or
+    ``scmsi:key=value,...`` (scMSI with those :class:`scmsi.SCMSI` options, e.g.
+    ``scmsi:preset=paper``: an ablation trained in the same run)."""
     if name in METHODS:
         return METHODS[name]
+    if name.startswith("scmsi:"):
+        opts = dict(kv.split("=", 1) for kv in name[len("scmsi:") :].split(","))
+        opts = {k: _option(v) for k, v in opts.items()}
+
+        def variant(mdata: md.MuData, seed: int) -> PeerResult:
+            return scmsi_default(mdata, seed, opts)
+
+        return variant
     if name.startswith("only_") and len(name) > len("only_"):
         return only_modality(name[len("only_") :])
     raise KeyError(f"Unknown method {name!r}; use one of {sorted(METHODS)} or only_<modality>.")
@@ -554,11 +617,8 @@ def _main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     method = get_method(args.method)
 
-    if args.method in (
-        "totalvi",
-        "multivi",
-        "scmsi",
-    ):  # import torch only where needed: it inflates RSS
+    if args.method in ("totalvi", "multivi", "scmsi") or args.method.startswith("scmsi:"):
+        # import torch only where needed: it inflates RSS
         import torch
 
         torch.set_num_threads(args.threads)

@@ -119,6 +119,8 @@ def test_default_max_epochs():
     assert default_max_epochs(200_000) == 40
     assert default_max_epochs(1_000_000) == 10
     assert default_max_epochs(10_000_000) == 10
+    assert default_max_epochs(1_000, budget=200) == 200
+    assert default_max_epochs(40_000, budget=200) == 100
 
 
 @pytest.mark.slow

@@ -56,3 +56,107 @@ def test_self_expression_error_is_scale_free():
     za1 = (za - za.mean(0)) / za.std(0)
     plain = (z - c @ za1).pow(2).sum(-1)
     assert torch.allclose(self_expression_error(z, c @ za1, za1), plain, rtol=1e-4)
+
+
+def _three_clusters(n_per: int = 30, dim: int = 10, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    centres = 6.0 * torch.eye(3, dim)
+    z = torch.cat([c + 0.3 * torch.randn(n_per, dim, generator=g) for c in centres])
+    labels = torch.arange(3).repeat_interleave(n_per)
+    return z, labels
+
+
+def test_softmax_coefficients_are_distributions_that_exclude_self():
+    from scmsi._selfexpression import SoftmaxSelfExpression
+
+    torch.manual_seed(0)
+    net = SoftmaxSelfExpression(n_latent=10)
+    z, za = torch.randn(32, 10), torch.randn(12, 10)
+    mask = torch.zeros(32, 12, dtype=torch.bool)
+    mask[0, 3] = mask[5, 0] = True
+    za[3] = z[0]  # cell 0 *is* anchor 3: its nearest anchor, yet it must get weight 0
+    c = net(z, za, mask)
+    assert c.shape == (32, 12)
+    assert (c >= 0).all()
+    assert torch.allclose(c.sum(1), torch.ones(32), atol=1e-6)
+    assert c[0, 3] == 0 and c[5, 0] == 0
+    assert (c[1:4] > 0).all()  # no threshold: no anchor is ever cut (nothing can die)
+    # the learned bandwidth gets a gradient from every coefficient
+    c[:, 0].sum().backward()
+    assert net.log_scale.grad is not None and net.log_scale.grad.abs().sum() > 0
+
+
+def test_softmax_coefficients_are_local_and_hub_free_on_separable_data():
+    """Each cell's weight sits on anchors of its own cluster, spread over them, no hub."""
+    from scmsi._selfexpression import SoftmaxSelfExpression
+
+    z, labels = _three_clusters(n_per=60)
+    anchors = torch.arange(0, 180, 3)  # 20 anchors per cluster
+    mask = torch.arange(180)[:, None] == anchors[None, :]
+    c = SoftmaxSelfExpression(10)(z, z[anchors], mask)
+    same = labels[:, None] == labels[anchors][None, :]
+    assert (c * same).sum(1).min() > 0.99
+    top = c.argmax(1)
+    assert torch.bincount(top).max() / len(top) < 0.2  # the most used top anchor: < 20 %
+    eff = torch.exp(-(c * torch.log(c.clamp_min(1e-30))).sum(1))
+    assert eff.median() > 5.0  # rows are spread over several anchors, not one
+
+
+def test_symmetric_kl_is_zero_only_for_equal_rows():
+    from scmsi._selfexpression import symmetric_kl
+
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 7), torch.randn(5, 7)
+    assert torch.allclose(symmetric_kl(a, a + 3.0), torch.zeros(5), atol=1e-6)  # same softmax
+    d = symmetric_kl(a, b)
+    assert (d > 0).all()
+    assert torch.allclose(d, symmetric_kl(b, a))
+    # finite where both rows have a masked (zero-probability) anchor
+    from scmsi._selfexpression import SoftmaxSelfExpression
+
+    net = SoftmaxSelfExpression(3)
+    z, za = torch.randn(4, 3), torch.randn(6, 3)
+    mask = torch.zeros(4, 6, dtype=torch.bool)
+    mask[:, 2] = True
+    la, lb = net.logits(z, za, mask), net.logits(z + 0.1, za, mask)
+    assert torch.isfinite(symmetric_kl(la, lb)).all()
+
+
+def test_product_fusion_multiplies_the_anchor_distributions():
+    import numpy as np
+
+    from scmsi._fusion import product_fusion
+    from scmsi._selfexpression import SoftmaxSelfExpression
+
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(20, 4), torch.randn(20, 3)
+    a1, a2 = torch.randn(9, 4), torch.randn(9, 3)
+    n1, n2 = SoftmaxSelfExpression(4, perplexity=3), SoftmaxSelfExpression(3, perplexity=3)
+    with torch.no_grad():
+        l1, l2 = n1.logits(z1, a1), n2.logits(z2, a2)
+    fused = product_fusion([torch.softmax(l1, -1).numpy(), torch.softmax(l2, -1).numpy()])
+    # a kernel on both latents: the softmax of the summed log-coefficients
+    np.testing.assert_allclose(fused, torch.softmax(l1 + l2, -1).numpy(), rtol=1e-4, atol=1e-6)
+    c1 = torch.softmax(l1, -1).numpy()
+    # an anchor both modalities put near the cell wins over one only a single modality does
+    both = (c1 * torch.softmax(l2, -1).numpy()).argmax(1)
+    assert (fused.argmax(1) == both).all()
+    # a cell lacking modality 2 is fused over modality 1 alone
+    obs = [np.ones(20, bool), np.arange(20) >= 5]
+    part = product_fusion([c1, torch.softmax(l2, -1).numpy()], obs)
+    np.testing.assert_allclose(part[:5], c1[:5], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(part.sum(1), 1.0, rtol=1e-5)
+
+
+def test_bandwidth_gives_each_row_the_target_perplexity():
+    from scmsi._selfexpression import SoftmaxSelfExpression
+
+    torch.manual_seed(0)
+    z, za = torch.randn(50, 6), torch.randn(80, 6)
+    za[:40] *= 10.0  # anchors at very different densities
+    mask = torch.zeros(50, 80, dtype=torch.bool)
+    mask[:, 7] = True
+    c = SoftmaxSelfExpression(6, perplexity=12)(z, za, mask).detach()
+    eff = torch.exp(-(c * torch.log(c.clamp_min(1e-30))).sum(1))
+    assert torch.allclose(eff, torch.full_like(eff, 12.0), rtol=1e-2)
+    assert (c[:, 7] == 0).all()

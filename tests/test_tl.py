@@ -9,7 +9,17 @@ import scmsi
 def test_embed_and_cluster_writes_scanpy_keys(trained):
     model, md = trained
     scmsi.tl.embed_and_cluster(md, model, n_clusters=3)
-    assert md.obsm["X_scmsi"].shape == (md.n_obs, 10)
+    # default embedding: both modalities' latents (10 each), standardised, concatenated
+    assert md.obsm["X_scmsi"].shape == (md.n_obs, 20)
+    info = md.uns["scmsi_leiden"]
+    assert info["n_clusters"] == md.obs["scmsi_leiden"].nunique()
+    assert len(info["n_clusters_evidence"]["stability"]) == len(
+        info["n_clusters_evidence"]["resolutions"]
+    )
+    # a second run under another key leaves the first clusters alone
+    first = md.obs["scmsi_leiden"].copy()
+    scmsi.tl.embed_and_cluster(md, model, resolution=2.0, umap=False, key_added="fine")
+    assert (md.obs["scmsi_leiden"] == first).all() and "fine" in md.uns
     assert md.obsm["scmsi_coef"].shape == (md.n_obs, 40)
     assert md.obsm["X_scmsi_rna"].shape == (md.n_obs, 10)
     assert md.obsp["scmsi_connectivities"].shape == (md.n_obs, md.n_obs)

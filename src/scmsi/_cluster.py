@@ -71,6 +71,58 @@ def auto_top_k(n_cells: int, n_anchors: int, top_k: int | None | Literal["auto"]
     return None if n_cells * n_anchors <= DENSE_MAX_ENTRIES else AUTO_TOP_K
 
 
+def _anchor_latent_stats(model) -> tuple[dict, dict, dict]:
+    """The anchors' posterior mean latents, and their mean and sd per dimension, by modality."""
+    import torch
+
+    model.module.eval()
+    with torch.inference_mode():
+        za = model.module.anchor_latents()
+    za = {m: za[m].cpu().numpy().astype(np.float64) for m in model.modality_names}
+    mean = {m: y.mean(0) for m, y in za.items()}
+    sd = {m: np.maximum(y.std(0), 1e-12) for m, y in za.items()}
+    return za, mean, sd
+
+
+def latent_standardisation(model) -> dict:
+    """Centre and scale of :func:`joint_latent`: each modality's latent dimensions over the
+    anchors, concatenated in ``model.modality_names`` order (``mean``, ``scale``: ``(M L,)``)."""
+    _, mean, sd = _anchor_latent_stats(model)
+    names = list(model.modality_names)
+    return {
+        "modalities": np.asarray(names, dtype=str),
+        "mean": np.concatenate([mean[m] for m in names]).astype(np.float32),
+        "scale": np.concatenate([sd[m] for m in names]).astype(np.float32),
+    }
+
+
+def joint_latent(latents: dict[str, np.ndarray], stats: dict) -> np.ndarray:
+    """Every modality's latent, standardised (:func:`latent_standardisation`) and concatenated,
+    ``(N, M * n_latent)``. A cell lacking a modality has its rebuilt latent there (the anchors'
+    latents weighted by the coefficients of the modalities it has)."""
+    z = np.concatenate([latents[str(m)] for m in stats["modalities"]], 1)
+    return ((z - stats["mean"]) / stats["scale"]).astype(np.float32)
+
+
+def rebuilt_projection(model) -> dict:
+    """The affinity's embedding as a linear map of the coefficients: ``C @ Y``, ``(A,) -> (d,)``.
+
+    ``Y`` (``A x (M * n_latent)``): the anchors' posterior mean latents in every modality, each
+    dimension centred and scaled to unit variance over the anchors, concatenated. A cell's
+    embedding ``sum_i c_{n,i} Y_i`` is its joint latent as the fused affinity rebuilds it from
+    its neighbours (the self-expression ``z_hat = C z_anchor`` with the fused coefficients), so
+    a modality's latent counts only through the neighbours the affinity picks. Returned in
+    the layout of :func:`coefficient_pca` (``components`` ``(d, A)``, ``mean`` zeros), which
+    :func:`project_coefficients` and :func:`map_query` apply.
+    """
+    za, mean, sd = _anchor_latent_stats(model)
+    y = np.concatenate([(za[m] - mean[m]) / sd[m] for m in model.modality_names], 1)
+    return {
+        "components": y.T.astype(np.float32),
+        "mean": np.zeros(y.shape[0], dtype=np.float32),
+    }
+
+
 def coefficient_embedding(coef, n_comps: int = 10, seed: int = 0) -> np.ndarray:
     """PCA of the fused coefficients, shape ``(N, n_comps)``.
 
@@ -325,6 +377,116 @@ def leiden_auto(
         "silhouette": scores,
     }
     return best[2], info
+
+
+STABLE_RESOLUTIONS = tuple(np.round(np.geomspace(0.05, 2.0, 12), 3))
+
+
+def leiden_stable(
+    graph,
+    embedding: np.ndarray,
+    resolutions: tuple[float, ...] = STABLE_RESOLUTIONS,
+    n_subsamples: int = 5,
+    fraction: float = 0.8,
+    max_cells: int = 10_000,
+    seed: int = 0,
+) -> tuple[pd.Categorical, dict]:
+    """Leiden at the resolution whose clusters are the most stable under subsampling.
+
+    For each resolution, Leiden is run on ``n_subsamples`` random subgraphs, each keeping a
+    ``fraction`` of the cells (a different seed each), and the partitions are compared
+    pairwise on the cells they share (adjusted Rand index). Clusters that reflect the data
+    come back whatever cells are left out; clusters cut through a continuum move. The
+    resolution with the highest mean ARI wins (ties, within 0.01: the higher silhouette on
+    ``embedding``, then the lower resolution); resolutions that give one cluster are skipped.
+    The same idea as CellCharter's ``ClusterAutoK`` (stability over repeated clusterings),
+    with Leiden resolutions for the number of clusters; no labels are used.
+
+    Above ``max_cells`` cells the selection runs on a 15-NN graph of a random ``max_cells``
+    subsample of ``embedding`` (cost independent of N), and the chosen resolution is then
+    applied to the whole ``graph``.
+
+    Parameters
+    ----------
+    graph
+        Sparse symmetric affinity, shape ``(N, N)`` (e.g. k-NN connectivities).
+    embedding
+        Coordinates the graph was built from, shape ``(N, d)``.
+    resolutions
+        Candidate resolutions (default 12 values, geometric from 0.05 to 2).
+    n_subsamples, fraction
+        Subsampled clusterings per resolution and the share of cells each keeps.
+    max_cells
+        Cells the selection runs on.
+    seed
+        Seed of the subsamples and of Leiden.
+
+    Returns
+    -------
+    labels, info
+        Clusters at the chosen resolution (whole graph); ``info``: ``resolution``,
+        ``n_clusters``, and the evidence per candidate: ``resolutions``, ``stability`` (mean
+        pairwise ARI), ``n_clusters_per_resolution`` and ``silhouette``.
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    n = graph.shape[0]
+    rng = np.random.default_rng(seed)
+    sel_graph, sel_emb = graph, embedding
+    if n > max_cells:
+        keep = np.sort(rng.choice(n, max_cells, replace=False))
+        sel_emb = np.asarray(embedding)[keep]
+        tmp = AnnData(obs=pd.DataFrame(index=[str(i) for i in range(max_cells)]))
+        tmp.obsm["X"] = sel_emb
+        sc.pp.neighbors(tmp, n_neighbors=15, use_rep="X", random_state=seed)
+        sel_graph = tmp.obsp["connectivities"]
+    m = sel_graph.shape[0]
+    g = igraph_from_adjacency(sel_graph)
+    subs = [
+        np.sort(rng.choice(m, max(2, int(fraction * m)), replace=False)).tolist()
+        for _ in range(n_subsamples)
+    ]
+    subgraphs = [g.induced_subgraph(sub) for sub in subs]
+    stability, n_found, sil = [], [], []
+    for r in resolutions:
+        parts = []
+        for i, (sub, sg) in enumerate(zip(subs, subgraphs, strict=True)):
+            lab = np.full(m, -1)
+            lab[sub] = np.asarray(leiden(sg, r, seed + i)).astype(int)
+            parts.append(lab)
+        aris = []
+        for a in range(n_subsamples):
+            for b in range(a + 1, n_subsamples):
+                both = (parts[a] >= 0) & (parts[b] >= 0)
+                aris.append(adjusted_rand_score(parts[a][both], parts[b][both]))
+        full = np.asarray(leiden(g, r, seed))
+        k = len(np.unique(full))
+        n_found.append(k)
+        stability.append(float(np.mean(aris)) if k > 1 else float("nan"))
+        sil.append(float(silhouette_score(sel_emb, full)) if 1 < k < m else float("nan"))
+    order = [
+        i for i in range(len(resolutions)) if not np.isnan(stability[i])
+    ]  # candidates with more than one cluster
+    if not order:
+        best = len(resolutions) - 1
+    else:
+        top = max(stability[i] for i in order)
+        tied = [i for i in order if stability[i] >= top - 0.01]
+        best = max(tied, key=lambda i: (np.nan_to_num(sil[i], nan=-1.0), -resolutions[i]))
+    labels = leiden(graph, float(resolutions[best]), seed)
+    info = {
+        "method": "stability",
+        "resolution": float(resolutions[best]),
+        "n_clusters": int(len(labels.categories)),
+        "resolutions": [float(r) for r in resolutions],
+        "stability": stability,
+        "n_clusters_per_resolution": n_found,
+        "silhouette": sil,
+        "n_subsamples": int(n_subsamples),
+        "fraction": float(fraction),
+        "cells_used": int(m),
+    }
+    return labels, info
 
 
 def cluster(

@@ -19,6 +19,7 @@ import signal
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,7 @@ from ._fusion import (
     fusion_scale,
     modality_weights,
     precision_weights,
+    product_fusion,
     top_k_sparse,
 )
 from ._likelihoods import HEADS, protein_background_prior
@@ -81,6 +83,50 @@ _KIND_BY_NAME = {
 }
 _ANNDATA_RNA, _ANNDATA_PROT = "rna", "prot"
 _MIN_EPOCHS = 10
+# Named objectives. "paper": Zhang et al. 2023 as published (ReLU-threshold self-expressive
+# network, plain elastic net and error, squared-difference contrast at 0.1, mean fusion).
+# "v0.1": the package's first default (the paper plus a threshold that keeps each cell's best
+# anchor, locality-weighted L1 and a scale-free error). "default": softmax (kernel)
+# coefficients, symmetric-KL agreement, product-of-experts fusion, joint-latent embedding, a
+# 200-epoch budget; see docs/notes/quality.md for where and why it departs from the paper.
+PRESETS: dict[str, dict] = {
+    "default": {
+        "coefficients": "softmax",
+        "agreement": "kl",
+        "lambda_contrast": 1.0,
+        "locality": False,
+        "ceiling": True,
+        "scale_free": True,
+        "anchor_grad": True,
+        "fusion": "product",
+        "embedding": "latent",
+        "epoch_budget": 200,
+    },
+    "v0.1": {
+        "coefficients": "relu",
+        "agreement": "squared",
+        "lambda_contrast": 0.1,
+        "locality": True,
+        "ceiling": True,
+        "scale_free": True,
+        "anchor_grad": True,
+        "fusion": "mean",
+        "embedding": "pca",
+        "epoch_budget": 400,
+    },
+    "paper": {
+        "coefficients": "relu",
+        "agreement": "squared",
+        "lambda_contrast": 0.1,
+        "locality": False,
+        "ceiling": False,
+        "scale_free": False,
+        "anchor_grad": True,
+        "fusion": "mean",
+        "embedding": "pca",
+        "epoch_budget": 400,
+    },
+}
 # True while `load`/`load_query_data` build a model whose anchors come from a saved state.
 _FROM_STATE = contextvars.ContextVar("scmsi_from_state", default=False)
 
@@ -154,6 +200,10 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     accessibility_likelihood
         ``"bernoulli"`` (default; peaks binarised, as PeakVI/MultiVI) or ``"poisson"``
         (integer fragment counts) for ``accessibility`` modalities.
+    preset
+        Named objective: ``"default"`` (softmax coefficients, KL agreement, product fusion),
+        ``"paper"`` (the published objective) or ``"v0.1"`` (the package's first default);
+        see :data:`PRESETS`. Options below left at None take the preset's value.
     lambda_se, lambda_contrast
         Weights of the self-expressive and contrastive losses.
     lambda_cross
@@ -166,13 +216,34 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         objective); set it to 1 to train a complete reference that will impute queries
         lacking a modality.
     gamma, lam
-        Elastic-net weight and L1 share of the coefficient regulariser.
+        Elastic-net weight and L1 share of the coefficient regulariser (ReLU coefficients).
     locality
         Weigh each coefficient's L1 penalty by the latent distance between the cell and the
         anchor, so that cells are expressed over nearby anchors (after SMCE, Elhamifar & Vidal
         2011). Without it a modality can rebuild every cell from the anchors of one cell type
         and its coefficients stop telling cell types apart. False gives the paper's plain
-        elastic net.
+        elastic net. ReLU coefficients only.
+    coefficients
+        ``"softmax"``: each cell's coefficients are a distribution over the anchors, a kernel
+        on the latent distance with a learned per-dimension bandwidth (no threshold that can
+        die, no hub anchors: local by construction); ``"relu"``: the paper's network.
+    ceiling
+        ReLU coefficients: the learned threshold never cuts a cell's best anchor.
+    agreement
+        ``"kl"``: the contrastive term is the symmetric KL divergence between the modalities'
+        anchor distributions; ``"squared"``: the paper's squared difference.
+    scale_free
+        Divide the self-expression error by the anchors' latent variance.
+    anchor_grad
+        Backpropagate through the anchors' encoding at every step; False encodes them without
+        gradient (a third less encoder work per step).
+    fusion
+        Default fusion of the modalities' coefficients for :meth:`get_coefficients` and
+        :func:`scmsi.tl.embed_and_cluster` (one of :data:`FUSIONS`).
+    embedding
+        Default embedding in :func:`scmsi.tl.embed_and_cluster`: ``"latent"`` (every
+        modality's latent, standardised, concatenated), ``"rebuilt"`` (those latents rebuilt
+        by the fused affinity) or ``"pca"`` (of the fused coefficients).
     seed
         Sets ``scvi.settings.seed`` before anchor selection, initialisation and training, so the
         same seed gives the same result on the same machine.
@@ -202,16 +273,43 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         n_embed: int = 64,
         gene_likelihood: str = "nb",
         accessibility_likelihood: str = "bernoulli",
+        preset: Literal["default", "paper", "v0.1"] = "default",
         lambda_se: float = 1.0,
-        lambda_contrast: float = 0.1,
+        lambda_contrast: float | None = None,
         lambda_cross: float | None = None,
         gamma: float = 1.0,
         lam: float = 0.9,
-        locality: bool = True,
+        locality: bool | None = None,
+        coefficients: Literal["softmax", "relu"] | None = None,
+        ceiling: bool | None = None,
+        agreement: Literal["kl", "squared"] | None = None,
+        scale_free: bool | None = None,
+        anchor_grad: bool | None = None,
+        fusion: str | None = None,
+        embedding: Literal["latent", "rebuilt", "pca"] | None = None,
         seed: int = 0,
     ):
         super().__init__(adata)
         self.init_params_ = self._get_init_params(locals())
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {list(PRESETS)}, got {preset!r}.")
+        given = {
+            "lambda_contrast": lambda_contrast,
+            "locality": locality,
+            "coefficients": coefficients,
+            "ceiling": ceiling,
+            "agreement": agreement,
+            "scale_free": scale_free,
+            "anchor_grad": anchor_grad,
+            "fusion": fusion,
+            "embedding": embedding,
+        }
+        opts = {k: PRESETS[preset][k] if v is None else v for k, v in given.items()}
+        check_fusion(opts["fusion"])
+        self.preset = preset
+        self.fusion = opts.pop("fusion")
+        self.embedding = opts.pop("embedding")
+        self.epoch_budget = int(PRESETS[preset]["epoch_budget"])
         self.seed = seed
         with quiet_lightning():  # no "Seed set to" line: the seed is the user's
             scvi.settings.seed = seed
@@ -313,18 +411,18 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             gene_likelihood=gene_likelihood,
             accessibility_likelihood=accessibility_likelihood,
             lambda_se=lambda_se,
-            lambda_contrast=lambda_contrast,
             lambda_cross=lambda_cross,
             gamma=gamma,
             lam=lam,
-            locality=locality,
             protein_priors=priors,
             anchor_context=anchor_context,
+            **opts,
         )
         mods = ", ".join(f"{s.name} ({s.kind}, {s.n_features})" for s in specs)
         self._model_summary_string = (
             f"SCMSI: modalities {mods}; "
-            f"{len(anchor_names)} anchors, n_latent={n_latent}, n_batch={n_batch}"
+            f"{len(anchor_names)} anchors, n_latent={n_latent}, n_batch={n_batch}, "
+            f"preset={preset!r}"
         )
         if n_cats_per_cov:
             self._model_summary_string += f", categorical covariates {n_cats_per_cov}"
@@ -745,9 +843,9 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         Parameters
         ----------
         max_epochs
-            Default :func:`default_max_epochs`: 400 up to 20,000 cells, then
-            ``round(20000 / N * 400)`` (scvi-tools' heuristic: about 28,000 minibatches
-            whatever N), never below 10.
+            Default :func:`default_max_epochs` with the preset's epoch budget B (200 for
+            ``"default"``, 400 for ``"paper"``): B up to 20,000 cells, then
+            ``round(20000 / N * B)`` (scvi-tools' heuristic for B = 400), never below 10.
         batch_size
             Minibatch size.
         early_stopping
@@ -784,7 +882,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         scvi.settings.seed = self.seed
         settings.apply_threads()  # after any preprocessing in which numba reset the pool
         if max_epochs is None:
-            max_epochs = default_max_epochs(self.adata.n_obs)
+            max_epochs = default_max_epochs(self.adata.n_obs, getattr(self, "epoch_budget", 400))
         val.check_training(
             max_epochs,
             kwargs.get("train_size"),
@@ -906,17 +1004,19 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         return_all: bool = False,
-        fusion: Fusion = "mean",
+        fusion: Fusion | None = None,
         top_k: int | None = None,
         weight_scale: np.ndarray | None = None,
     ) -> np.ndarray | sparse.csr_matrix | dict:
         """Self-expressive coefficients of cells over the anchors, shape ``(N, A)``.
 
-        The fused affinity is a weighted mean over modalities of each modality's coefficients
-        normalised to sum to one per cell, so no modality counts more for the scale of its
-        coefficients. ``fusion="mean"`` (default) weighs modalities equally; ``"precision"``
-        weighs each cell's modalities by the inverse posterior variance of their coefficients
-        (:meth:`get_modality_weights`); ``"adaptive"``
+        ``fusion="product"`` (the default preset's) multiplies the modalities' anchor
+        distributions (a product of experts: an anchor counts for a cell if every modality
+        puts it near the cell). The other fusions are a weighted mean over modalities of each
+        modality's coefficients normalised to sum to one per cell, so no modality counts more
+        for the scale of its coefficients. ``fusion="mean"`` weighs modalities equally;
+        ``"precision"`` weighs each cell's modalities by the inverse posterior variance of
+        their coefficients (:meth:`get_modality_weights`); ``"adaptive"``
         uses the cross-rebuild weights of :meth:`get_modality_weights` (an option: in our
         benchmarks it helped on SNARE-seq and hurt on PBMC CITE-seq and sci-CAR, see the
         README). A cell that lacks a modality is fused over the modalities it has, and its
@@ -939,7 +1039,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Return ``{"fused": ..., name: C^m, ..., "observed": {name: bool (N,)}}``, plus
             ``"weights"`` (N, M) with a per-cell weighted fusion.
         fusion
-            ``"mean"``, ``"precision"`` or ``"adaptive"`` (see above).
+            ``"product"``, ``"mean"``, ``"precision"`` or ``"adaptive"`` (see above); None:
+            the model's (``model.fusion``, set by its preset).
         top_k
             Keep only the ``top_k`` largest coefficients of each cell, in every returned
             matrix, as a :class:`scipy.sparse.csr_matrix` (float32; exact zeros are not stored).
@@ -953,6 +1054,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             self._check_modality_name(modality)
         if top_k is not None and int(top_k) < 1:
             raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}.")
+        fusion = self.fusion if fusion is None else fusion
         names = self.modality_names
         need_fused = modality is None or return_all
         keep = (names + ["fused"]) if need_fused else [modality]
@@ -1037,7 +1139,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                         w = modality_weights(_cross_rebuild_errors(inf, names), scale)
                     elif precision:
                         w = self._precision_weights(tensors, inf, gen)
-                    out["fused"] = fuse_coefficients(
+                    fuse = product_fusion if fusion == "product" else fuse_coefficients
+                    out["fused"] = fuse(
                         [out[m] for m in names], [out["observed"][m] for m in names], w
                     )
                     if w is not None:
@@ -1462,8 +1565,13 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                     lin.weight.register_hook(lambda g, f=idx: hook(g, f))
 
 
-def default_max_epochs(n_cells: int) -> int:
+def default_max_epochs(n_cells: int, budget: int = 400) -> int:
     """Default ``max_epochs`` of :meth:`SCMSI.train` for ``n_cells`` cells.
+
+    ``budget`` (the preset's ``epoch_budget``: 200 for ``"default"``, whose softmax
+    coefficients and gradient-free anchors converge in half the epochs on our benchmarks;
+    400 for ``"paper"``/``"v0.1"``) scales the heuristic below:
+    ``min(budget, round(20000 / N * budget))``.
 
     scvi-tools' heuristic, ``min(400, round(20000 / N * 400))``: 400 epochs up to 20,000
     cells, then a fixed budget of 8M cell-passes (28,000 minibatches of 256 after the 10%
@@ -1475,7 +1583,7 @@ def default_max_epochs(n_cells: int) -> int:
     above 800,000 cells (1M cells -> 10 instead of 8).
     """
     # Not scvi's function itself: it warns at 1 epoch, which the floor never gives.
-    return max(_MIN_EPOCHS, min(400, round(20_000 / max(n_cells, 1) * 400)))
+    return max(_MIN_EPOCHS, min(budget, round(20_000 / max(n_cells, 1) * budget)))
 
 
 def _elbo(trainer) -> float | None:

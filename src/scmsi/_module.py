@@ -19,9 +19,11 @@ from ._likelihoods import HEADS
 from ._mosaic import mask_registry_key
 from ._selfexpression import (
     SelfExpressiveNetwork,
+    SoftmaxSelfExpression,
     elastic_net,
     locality_weights,
     self_expression_error,
+    symmetric_kl,
 )
 
 _N_FINGERPRINTS = 3
@@ -93,11 +95,31 @@ class SCMSIModule(BaseModuleClass):
         both m and m'. It trains every modality's coefficients to rebuild the other modalities,
         which imputation of a missing modality relies on.
     gamma, lam
-        Elastic-net weight and L1 share (paper: 1 and 0.9).
+        Elastic-net weight and L1 share (paper: 1 and 0.9); ``coefficients="relu"`` only (a
+        softmax row always has L1 norm 1).
     locality
         Weigh each coefficient's L1 penalty by the latent distance between the cell and the
         anchor (:func:`~scmsi._selfexpression.locality_weights`); False is the paper's plain
-        elastic net.
+        elastic net. ``coefficients="relu"`` only.
+    coefficients
+        ``"softmax"``: a kernel over the anchors
+        (:class:`~scmsi._selfexpression.SoftmaxSelfExpression`), each row a distribution;
+        ``"relu"``: the paper's self-expressive network with a learned threshold
+        (:class:`~scmsi._selfexpression.SelfExpressiveNetwork`).
+    ceiling
+        ``coefficients="relu"``: the threshold never cuts a cell's best anchor (False: the
+        paper's plain threshold, which can zero a whole row).
+    agreement
+        ``"kl"``: the contrastive term is the symmetric KL divergence between two modalities'
+        anchor distributions (:func:`~scmsi._selfexpression.symmetric_kl`; needs
+        ``coefficients="softmax"``); ``"squared"``: the paper's squared difference.
+    scale_free
+        Divide the self-expression error by the anchors' latent variance (False: the paper's
+        plain error).
+    anchor_grad
+        Backpropagate through the anchors' encoding at every step (the paper's). False
+        encodes the anchors without gradient (posterior means): the minibatch's cells train the
+        encoders, and a step costs about a third less encoder work.
     protein_priors
         ``{name: (mean, scale)}``, each ``(P, n_batch)``, for ``protein`` modalities.
     anchor_context
@@ -126,6 +148,11 @@ class SCMSIModule(BaseModuleClass):
         gamma: float = 1.0,
         lam: float = 0.9,
         locality: bool = True,
+        coefficients: str = "relu",
+        ceiling: bool = True,
+        agreement: str = "squared",
+        scale_free: bool = True,
+        anchor_grad: bool = True,
         protein_priors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
         anchor_context: dict[str, np.ndarray] | None = None,
     ):
@@ -138,6 +165,14 @@ class SCMSIModule(BaseModuleClass):
         self.lambda_cross = lambda_cross
         self.gamma, self.lam = gamma, lam
         self.locality = locality
+        if coefficients not in ("softmax", "relu"):
+            raise ValueError(f"coefficients must be 'softmax' or 'relu', got {coefficients!r}.")
+        if agreement not in ("kl", "squared"):
+            raise ValueError(f"agreement must be 'kl' or 'squared', got {agreement!r}.")
+        if agreement == "kl" and coefficients != "softmax":
+            raise ValueError("agreement='kl' compares distributions: use coefficients='softmax'.")
+        self.coefficients, self.agreement = coefficients, agreement
+        self.scale_free, self.anchor_grad = scale_free, anchor_grad
         protein_priors = protein_priors or {}
 
         self.encoders = nn.ModuleDict()
@@ -158,7 +193,11 @@ class SCMSIModule(BaseModuleClass):
                 sparse_input,
                 self.n_cats_per_cov,
             )
-            self.senets[spec.name] = SelfExpressiveNetwork(n_latent, n_hidden, n_embed)
+            self.senets[spec.name] = (
+                SoftmaxSelfExpression(n_latent)
+                if coefficients == "softmax"
+                else SelfExpressiveNetwork(n_latent, n_hidden, n_embed, ceiling)
+            )
             kwargs = {
                 "n_hidden": n_hidden,
                 "n_layers": n_layers,
@@ -345,13 +384,14 @@ class SCMSIModule(BaseModuleClass):
         -------
         dict with, per modality name: ``qz`` (Normal, ``(B, n_latent)``), ``z`` (``(B, n_latent)``),
         ``z_anchor`` (``(A, n_latent)``), ``coef`` (``(B, A)``), ``z_hat`` (``(B, n_latent)``) and
-        ``observed`` (bool ``(B,)``). Where a cell lacks modality m, ``coef`` is the mean of its
-        observed modalities' coefficients and ``z`` equals ``z_hat``.
+        ``observed`` (bool ``(B,)``), plus ``logit`` (``(B, A)``, the modality's own, also where
+        the cell lacks it) with softmax coefficients. Where a cell lacks modality m, ``coef``
+        is the mean of its observed modalities' coefficients and ``z`` equals ``z_hat``.
         """
         mask = self.self_mask(xs)
         obs = self._observed(xs, observed)
         cats, anchor_cats = self._cats(cat_covs), self._anchor_cats()
-        out: dict[str, dict] = {k: {} for k in ("qz", "z", "z_anchor", "coef", "z_hat")}
+        out: dict[str, dict] = {k: {} for k in ("qz", "z", "z_anchor", "coef", "z_hat", "logit")}
         for spec in self.modalities:
             name, enc = spec.name, self.encoders[spec.name]
             xin = self.encoder_input(name, xs[name], (contexts or {}).get(name))
@@ -361,14 +401,20 @@ class SCMSIModule(BaseModuleClass):
             if z_anchor is not None:
                 za = z_anchor[name]
             else:
-                za_mean, _, za = enc(
-                    getattr(self, f"anchor_in_{name}"), self.anchor_batch, *anchor_cats
-                )
-                if use_mean:  # outputs must not depend on a draw of the anchors' latents
+                with torch.set_grad_enabled(self.anchor_grad and torch.is_grad_enabled()):
+                    za_mean, _, za = enc(
+                        getattr(self, f"anchor_in_{name}"), self.anchor_batch, *anchor_cats
+                    )
+                if use_mean or not self.anchor_grad:  # no draw: targets, not samples
                     za = za_mean
             out["qz"][name] = Normal(qz_m, qz_v.sqrt())
             out["z"][name], out["z_anchor"][name] = z, za
-            out["coef"][name] = self.senets[name](z, za, mask)
+            senet = self.senets[name]
+            if isinstance(senet, SoftmaxSelfExpression):
+                out["logit"][name] = senet.logits(z, za, mask)
+                out["coef"][name] = torch.softmax(out["logit"][name], -1)
+            else:
+                out["coef"][name] = senet(z, za, mask)
         names = [s.name for s in self.modalities]
         if not all(bool(obs[n].all()) for n in names):
             imputed, _ = self._mean_over([out["coef"][n] for n in names], [obs[n] for n in names])
@@ -495,6 +541,24 @@ class SCMSIModule(BaseModuleClass):
             total = total + d
         return total / (len(names) - 1)
 
+    def agreement_loss(
+        self, logits: dict[str, torch.Tensor], observed: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Per-cell ``sum_{m<m'} KL(c^m || c^m') + KL(c^m' || c^m)`` over ``M - 1``, ``(B,)``.
+
+        :func:`~scmsi._selfexpression.symmetric_kl` of every pair of modalities' anchor
+        distributions, counted where the cell has both (``observed``).
+        """
+        names = list(logits)
+        first = logits[names[0]]
+        total = torch.zeros(first.shape[0], device=first.device)
+        for a, b in combinations(names, 2):
+            d = symmetric_kl(logits[a], logits[b])
+            if observed is not None:
+                d = torch.where(observed[a] & observed[b], d, torch.zeros_like(d))
+            total = total + d
+        return total / max(len(names) - 1, 1)
+
     def cross_expression_loss(
         self, tensors: dict, inference_outputs: dict, observed: dict
     ) -> torch.Tensor:
@@ -554,10 +618,15 @@ class SCMSIModule(BaseModuleClass):
             z, z_hat = inference_outputs["z"][name], inference_outputs["z_hat"][name]
             coef = inference_outputs["coef"][name]
             za = inference_outputs["z_anchor"][name]
-            w = locality_weights(z, za) if self.locality else None
-            se_err = self_expression_error(z, z_hat, za)
-            se_total = se_total + keep(se_err + self.gamma * elastic_net(coef, self.lam, w))
-        contrast = self.contrastive_loss(inference_outputs["coef"], obs)
+            se_err = self_expression_error(z, z_hat, za, self.scale_free)
+            if self.coefficients == "relu":
+                w = locality_weights(z, za) if self.locality else None
+                se_err = se_err + self.gamma * elastic_net(coef, self.lam, w)
+            se_total = se_total + keep(se_err)
+        if self.agreement == "kl":
+            contrast = self.agreement_loss(inference_outputs["logit"], obs)
+        else:
+            contrast = self.contrastive_loss(inference_outputs["coef"], obs)
         per_cell = (
             sum(rec.values())
             + kl_weight * sum(kl_local.values())

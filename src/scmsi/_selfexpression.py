@@ -23,8 +23,9 @@ class SelfExpressiveNetwork(nn.Module):
         Embedding dimension ``d`` of query and key; coefficients are scaled by ``1/d``.
     """
 
-    def __init__(self, n_latent: int, n_hidden: int = 128, n_embed: int = 64):
+    def __init__(self, n_latent: int, n_hidden: int = 128, n_embed: int = 64, ceiling: bool = True):
         super().__init__()
+        self.ceiling = ceiling
 
         def mlp() -> nn.Sequential:
             # tanh bounds the embeddings so that 0 <= c <= 1.
@@ -62,11 +63,110 @@ class SelfExpressiveNetwork(nn.Module):
         s = self.query(z) @ self.key(z_anchor).T
         if self_mask is not None:
             s = s.masked_fill(self_mask, float("-inf"))
-        # The threshold never cuts a cell's best anchor: every cell keeps a neighbour and a
-        # gradient, so a modality cannot collapse to all-zero coefficients (a dead ReLU).
-        ceiling = s.max(-1, keepdim=True).values.detach() - 1e-3
-        c = torch.relu(s - torch.minimum(self.threshold, ceiling)) * self.shrink
-        return c
+        threshold = self.threshold
+        if self.ceiling:
+            # The threshold never cuts a cell's best anchor: every cell keeps a neighbour and a
+            # gradient, so a modality cannot collapse to all-zero coefficients (a dead ReLU).
+            ceiling = s.max(-1, keepdim=True).values.detach() - 1e-3
+            threshold = torch.minimum(threshold, ceiling)
+        return torch.relu(s - threshold) * self.shrink
+
+
+# A masked (self) anchor's logit sits this far below the row's lowest: finite, so that 0 * log 0
+# terms stay 0 rather than NaN, and its softmax weight is exactly 0 in float32 (exp(-200)).
+_MASK_MARGIN = 200.0
+
+
+class SoftmaxSelfExpression(nn.Module):
+    """Coefficients ``c_{n,.} = softmax_i(-beta_n ||s * (z_n - z_i)||^2)`` over the anchors.
+
+    A kernel over anchors, self excluded: every row is a distribution (non-negative, sums to
+    1), so no coefficient can die (no ReLU threshold) and a cell's weight sits on its nearest
+    anchors (locality is built in, rather than added as a penalty). Each cell's bandwidth
+    ``1 / beta_n`` is set, as in t-SNE, so that its row has a fixed perplexity
+    (``exp(entropy)`` = ``perplexity`` effective anchors): every cell spreads its weight over
+    the same number of neighbours wherever it lies, which keeps a few central anchors from
+    becoming every cell's neighbour (hubs) and leaves no trivial way to agree across
+    modalities (two uniform rows would). ``s`` is a learned per-dimension scale of the
+    latent (automatic relevance determination): which latent directions define neighbours.
+
+    Parameters
+    ----------
+    n_latent
+        Latent dimension of the modality.
+    perplexity
+        Effective number of anchors per cell (``exp`` of the row's entropy).
+    """
+
+    def __init__(self, n_latent: int, perplexity: float = 10.0):
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(n_latent))
+        self.perplexity = float(perplexity)
+
+    def logits(
+        self, z: torch.Tensor, z_anchor: torch.Tensor, self_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Log-coefficients (up to a per-cell constant) ``-beta_n ||s * (z_n - z_i)||^2``,
+        ``(B, A)``; ``beta_n`` is not differentiated (see :func:`calibrate_bandwidth`)."""
+        s = self.log_scale.exp()
+        d = torch.cdist(z * s, z_anchor * s).pow(2)
+        if self_mask is not None:
+            d = torch.where(self_mask, torch.full_like(d, float("inf")), d)
+        logit = -calibrate_bandwidth(d.detach(), self.perplexity) * d
+        if self_mask is not None:
+            floor = logit.detach().masked_fill(self_mask, float("inf")).min(-1, keepdim=True)
+            logit = torch.where(self_mask, floor.values - _MASK_MARGIN, logit)
+        return logit
+
+    def forward(
+        self, z: torch.Tensor, z_anchor: torch.Tensor, self_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Coefficients ``(B, A)``: rows sum to 1, 0 where ``self_mask`` (see
+        :meth:`SelfExpressiveNetwork.forward`)."""
+        return torch.softmax(self.logits(z, z_anchor, self_mask), -1)
+
+
+@torch.no_grad()
+def calibrate_bandwidth(d: torch.Tensor, perplexity: float, n_iter: int = 16) -> torch.Tensor:
+    """Per-row ``beta`` ``(B, 1)`` such that ``softmax(-beta * d)`` has ``exp(entropy) =
+    perplexity`` (bisection on ``log beta``, as t-SNE).
+
+    ``d``: ``(B, A)`` squared distances, ``inf`` where excluded. The entropy is computed over
+    each row's ``3 * perplexity`` nearest anchors, which hold nearly all the mass at that
+    perplexity: the cost is O(B * perplexity) per iteration instead of O(B * A). The
+    perplexity is capped at the row's number of finite entries.
+    """
+    k = int(min(d.shape[-1], max(2, round(3 * perplexity))))
+    near = torch.topk(d, k, dim=-1, largest=False).values  # ascending, inf last
+    finite = torch.isfinite(near)
+    n_ok = finite.sum(-1, keepdim=True).clamp_min(1)
+    target = torch.log(torch.clamp(torch.full_like(near[:, :1], perplexity), max=n_ok))
+    rel = near - near[:, :1]  # softmax is shift-invariant: the nearest anchor at 0
+    spread = torch.where(finite, rel, torch.zeros_like(rel)).sum(-1, keepdim=True) / n_ok
+    unit = 1.0 / spread.clamp_min(1e-12)
+    rel = rel * unit  # inf stays inf
+    lo, hi = torch.full_like(unit, -12.0), torch.full_like(unit, 12.0)
+    for _ in range(n_iter):
+        mid = 0.5 * (lo + hi)
+        logp = torch.log_softmax(-mid.exp() * rel, -1)
+        p = logp.exp()
+        ent = -(p * torch.where(finite, logp, torch.zeros_like(logp))).sum(-1, keepdim=True)
+        wide = ent > target  # too many effective anchors: sharpen
+        lo = torch.where(wide, mid, lo)
+        hi = torch.where(wide, hi, mid)
+    return (0.5 * (lo + hi)).exp() * unit
+
+
+def symmetric_kl(logit_a: torch.Tensor, logit_b: torch.Tensor) -> torch.Tensor:
+    """``KL(p_a || p_b) + KL(p_b || p_a)`` of two rows of anchor logits, shape ``(B,)``.
+
+    The agreement of two modalities' views of a cell's neighbours, each row a distribution
+    over the anchors. Unlike the squared difference of coefficients (the paper's contrast),
+    it does not vanish when both rows are spread thin over many anchors, and it is 0 only
+    where the two distributions are equal.
+    """
+    la, lb = torch.log_softmax(logit_a, -1), torch.log_softmax(logit_b, -1)
+    return ((la.exp() - lb.exp()) * (la - lb)).sum(-1)
 
 
 def locality_weights(z: torch.Tensor, z_anchor: torch.Tensor) -> torch.Tensor:
@@ -85,7 +185,7 @@ def locality_weights(z: torch.Tensor, z_anchor: torch.Tensor) -> torch.Tensor:
 
 
 def self_expression_error(
-    z: torch.Tensor, z_hat: torch.Tensor, z_anchor: torch.Tensor
+    z: torch.Tensor, z_hat: torch.Tensor, z_anchor: torch.Tensor, scale_free: bool = True
 ) -> torch.Tensor:
     """``||z_n - z_hat_n||^2`` over the anchors' mean per-dimension latent variance, ``(B,)``.
 
@@ -93,9 +193,11 @@ def self_expression_error(
     any coefficients rebuild it. Reconstruction resists that only where the modality carries
     much signal; a sparse one (Visium RNA, a few hundred counts per spot) collapsed. Dividing by
     the spread of the anchors (not detached) makes the error scale-free, and for a latent that
-    matches its N(0, I) prior it is the plain error.
+    matches its N(0, I) prior it is the plain error. ``scale_free=False``: the paper's plain
+    error.
     """
-    return (z - z_hat).pow(2).sum(-1) / z_anchor.var(0).mean().clamp_min(1e-6)
+    err = (z - z_hat).pow(2).sum(-1)
+    return err / z_anchor.var(0).mean().clamp_min(1e-6) if scale_free else err
 
 
 def elastic_net(c: torch.Tensor, lam: float, weights: torch.Tensor | None = None) -> torch.Tensor:

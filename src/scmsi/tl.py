@@ -3,9 +3,11 @@
 Everything is written where scanpy and muon look for it, on the MuData (or AnnData) itself:
 
 ==================================  ====================================================
-``obsm["X_scmsi"]``                 PCA of the fused coefficients (the default embedding)
-``uns["scmsi_pca"]``                that PCA (``components``, ``mean``, ``anchors``):
-                                    :func:`map_query`
+``obsm["X_scmsi"]``                 the embedding (``embedding=``: joint latent, latents
+                                    rebuilt by the fused affinity, or PCA of it)
+``uns["scmsi_pca"]``                its map (``components``/``mean`` or latent
+                                    ``mean``/``scale``; ``anchors``, ``embedding``,
+                                    ``fusion``): :func:`map_query`
 ``obsm["scmsi_coef"]``              fused coefficients, cells x anchors (rows sum to 1;
                                     sparse top-k on large data, see ``top_k``)
 ``obsm["scmsi_modality_weights"]``  per-cell modality weights of the fusion
@@ -14,7 +16,7 @@ Everything is written where scanpy and muon look for it, on the MuData (or AnnDa
 ``obsp["scmsi_connectivities"]``    k-NN graph (also ``obsp["scmsi_distances"]``,
                                     ``uns["scmsi"]``)
 ``obs["scmsi_leiden"]``             Leiden clusters on that graph (``uns["scmsi_leiden"]``:
-                                    resolution)
+                                    resolution, number of clusters, evidence)
 ``obs["scmsi_kmeans"]``             k-means clusters (when ``n_clusters`` is given)
 ``obsm["X_umap"]``                  UMAP of the graph (``umap=True``, :func:`umap`, or on
                                     first use by :func:`scmsi.pl.umap`)
@@ -42,12 +44,16 @@ from ._cluster import (
     coefficient_pca,
     fuzzy_connectivities,
     igraph_from_adjacency,
+    joint_latent,
     knn,
     knn_graph,
+    latent_standardisation,
     leiden,
     leiden_auto,
+    leiden_stable,
     project_batches,
     project_coefficients,
+    rebuilt_projection,
     streamed_coefficient_pca,
 )
 from ._constants import KEY, X_KEY, OutputKeys
@@ -63,11 +69,12 @@ def embed_and_cluster(
     model,
     n_comps: int | None = None,
     n_neighbors: int = 15,
-    resolution: float | Literal["auto"] = "auto",
+    resolution: float | Literal["auto", "silhouette"] = "auto",
     n_clusters: int | None = None,
     cluster_method: Literal["kmeans", "spectral"] = "kmeans",
     umap: bool = False,
-    fusion: Fusion = "mean",
+    fusion: Fusion | None = None,
+    embedding: Literal["latent", "rebuilt", "pca"] | None = None,
     top_k: int | None | Literal["auto"] = "auto",
     batch_size: int | None = None,
     seed: int = 0,
@@ -91,8 +98,11 @@ def embed_and_cluster(
     n_neighbors
         Neighbours of the k-NN graph.
     resolution
-        Leiden resolution, or ``"auto"``: the resolution whose clusters have the highest
-        silhouette on the embedding (:func:`leiden_auto`; no labels are used).
+        Leiden resolution, or ``"auto"``: the resolution whose clusters are the most stable
+        when cells are left out (:func:`leiden_stable`; no labels are used), or
+        ``"silhouette"``: the one whose clusters have the highest silhouette on the embedding
+        (:func:`leiden_auto`). The chosen resolution, the number of clusters and the evidence
+        (stability/silhouette per candidate) are written to ``uns["<key_added>_leiden"]``.
     n_clusters
         Also cluster into exactly this many groups with ``cluster_method``.
     cluster_method
@@ -103,10 +113,21 @@ def embed_and_cluster(
         is the slowest step on large data and its first call in a process compiles numba code
         (5-10 s). :func:`scmsi.pl.umap` computes it on first use when it is missing.
     fusion
-        How modalities' coefficients are fused (:meth:`scmsi.SCMSI.get_coefficients`):
-        ``"mean"`` (equal weights), ``"precision"`` (per-cell inverse posterior-variance
-        weights) or ``"adaptive"`` (per-cell cross-rebuild weights); the per-cell weights are
-        also written to ``obsm["scmsi_modality_weights"]``.
+        How modalities' coefficients are fused (:meth:`scmsi.SCMSI.get_coefficients`); None
+        (default): the model's (``model.fusion``, set by its preset). ``"product"`` (product
+        of the modalities' anchor distributions), ``"mean"`` (equal weights), ``"precision"``
+        (per-cell inverse posterior-variance weights) or ``"adaptive"`` (per-cell
+        cross-rebuild weights); the per-cell weights are also written to
+        ``obsm["scmsi_modality_weights"]``.
+    embedding
+        ``"latent"``: every modality's latent, standardised over the anchors and concatenated
+        (:func:`joint_latent`; with the default preset the latents are trained so that their
+        anchor neighbourhoods agree across modalities); ``"rebuilt"``: each cell's latents
+        rebuilt by the fused affinity, ``sum_i c_{n,i} z^m_i`` over the anchors, standardised
+        and concatenated (:func:`rebuilt_projection`); ``"pca"``: PCA of the fused
+        coefficients (``n_comps``). None (default): the model's (``model.embedding``, set by
+        its preset). The map is stored in ``uns["scmsi_pca"]`` and applied to new cells by
+        :func:`map_query`.
     top_k
         None: hold the fused coefficients dense (N x A) and write them to
         ``obsm["scmsi_coef"]``. An integer: never hold them dense; the PCA is computed exactly
@@ -132,10 +153,26 @@ def embed_and_cluster(
     keys = OutputKeys(key_added)
     k = auto_top_k(data.n_obs, model.module.n_anchors, top_k)
     n_comps = n_comps or model.module.n_latent
+    fusion = getattr(model, "fusion", "mean") if fusion is None else fusion
     check_fusion(fusion)
     # Precision weights need no pass before; adaptive ones need their scale over all cells.
     scale = fusion_scale(model, data, fusion, batch_size=batch_size)
-    if k is None:
+    embedding = getattr(model, "embedding", "pca") if embedding is None else embedding
+    if embedding not in ("latent", "rebuilt", "pca"):
+        raise ValueError(f"embedding must be 'latent', 'rebuilt' or 'pca', got {embedding!r}.")
+    if embedding == "latent":
+        _, fused, latents, weights = project_batches(
+            data, model, None, k, fusion, batch_size, scale
+        )
+        pca = latent_standardisation(model)
+        emb = joint_latent(latents, pca)
+    elif embedding == "rebuilt":
+        # A linear map of the coefficients, like the PCA: one pass, dense or top-k.
+        pca = rebuilt_projection(model)
+        emb, fused, latents, weights = project_batches(
+            data, model, pca, k, fusion, batch_size, scale
+        )
+    elif k is None:
         # One pass: coefficients, latents and weights together.
         _, fused, latents, weights = project_batches(
             data, model, None, None, fusion, batch_size, scale
@@ -146,6 +183,7 @@ def embed_and_cluster(
             data, model, n_comps, k, fusion, batch_size, scale
         )
     pca["anchors"] = np.asarray(model.anchor_names_, dtype=str)
+    pca["embedding"] = embedding
     pca["fusion"] = fusion  # map_query fuses new cells the same way
     if scale is not None:
         pca["fusion_scale"] = scale  # new cells are weighed on the reference's scale
@@ -163,6 +201,8 @@ def embed_and_cluster(
         },
     }
     if resolution == "auto":
+        labels, info = leiden_stable(graph, emb, seed=seed)
+    elif resolution == "silhouette":
         labels, info = leiden_auto(graph, emb, seed=seed)
     else:
         labels = leiden(graph, float(resolution), seed)
@@ -181,7 +221,12 @@ def embed_and_cluster(
     data.obsp[keys.distances] = distances
     data.uns[keys.key] = neighbors
     data.obs[keys.leiden] = labels
-    data.uns[keys.leiden] = {"params": info}
+    evidence = {k: v for k, v in info.items() if k not in ("resolution", "n_clusters")}
+    data.uns[keys.leiden] = {
+        "params": {"resolution": info["resolution"]},
+        "n_clusters": int(len(labels.categories)),
+        "n_clusters_evidence": evidence,
+    }
     if umap:
         data.obsm[keys.umap] = xy
     if n_clusters is not None:
@@ -292,9 +337,12 @@ def map_query(
     k = auto_top_k(query.n_obs, model.module.n_anchors, top_k)
     # References embedded before the fusion was recorded used equal weights.
     fusion = str(pca.get("fusion", "mean"))
+    latent = pca.get("embedding") == "latent"
     emb, coef, latents, _ = project_batches(
-        query, model, pca, k, fusion, batch_size, pca.get("fusion_scale")
+        query, model, None if latent else pca, k, fusion, batch_size, pca.get("fusion_scale")
     )
+    if latent:
+        emb = joint_latent(latents, pca)
     query.obsm[keys.embedding] = emb
     query.obsm[keys.coef] = coef
     for m, z in latents.items():
@@ -384,6 +432,10 @@ __all__ = [
     "knn_graph",
     "leiden",
     "leiden_auto",
+    "leiden_stable",
+    "joint_latent",
+    "latent_standardisation",
+    "rebuilt_projection",
     "map_query",
     "project_batches",
     "project_coefficients",

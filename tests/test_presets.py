@@ -1,0 +1,85 @@
+"""Named objectives: the paper's as published, and the default's components."""
+
+import numpy as np
+import pytest
+import torch
+
+import scmsi
+from scmsi._selfexpression import SelfExpressiveNetwork, SoftmaxSelfExpression, symmetric_kl
+
+
+def _model(mdata, **kwargs):
+    scmsi.SCMSI.setup_mudata(mdata, layers={"rna": "counts", "prot": "counts"}, batch_key="batch")
+    return scmsi.SCMSI(mdata, n_anchors=30, seed=0, **kwargs)
+
+
+def _terms(model, mdata):
+    mod = model.module
+    mod.eval()
+    tensors = next(iter(model._make_data_loader(adata=mdata, batch_size=64)))
+    with torch.no_grad():
+        inf = mod.inference(**mod._get_inference_input(tensors), use_mean=True)
+        gen = mod.generative(**mod._get_generative_input(tensors, inf))
+        out = mod.loss(tensors, inf, gen)
+    return inf, out
+
+
+def test_paper_preset_is_the_published_objective(mdata):
+    model = _model(mdata, preset="paper")
+    assert model.fusion == "mean"
+    for senet in model.module.senets.values():
+        assert isinstance(senet, SelfExpressiveNetwork) and not senet.ceiling
+    inf, out = _terms(model, mdata)
+    se = 0.0
+    for m in ("rna", "prot"):
+        c = inf["coef"][m]
+        err = (inf["z"][m] - c @ inf["z_anchor"][m]).pow(2).sum(-1)  # plain error
+        se = se + err + 0.9 * c.abs().sum(-1) + 0.05 * c.pow(2).sum(-1)  # plain elastic net
+    contrast = (inf["coef"]["rna"] - inf["coef"]["prot"]).pow(2).sum(-1)
+    assert torch.allclose(out.extra_metrics["self_expression"], se.mean(), rtol=1e-5)
+    assert torch.allclose(out.extra_metrics["contrastive"], contrast.mean(), rtol=1e-5)
+    rec = sum(v.mean() for v in out.reconstruction_loss.values())
+    kl = sum(v.mean() for v in out.kl_local.values())
+    expected = rec + kl + se.mean() + 0.1 * contrast.mean()
+    assert torch.allclose(out.loss, expected, rtol=1e-5)
+
+
+def test_default_preset_components(mdata):
+    model = _model(mdata)
+    assert model.preset == "default" and model.fusion == "product"
+    assert all(isinstance(s, SoftmaxSelfExpression) for s in model.module.senets.values())
+    assert model.module.anchor_grad  # without it the latents fail on synthetic RNA + ATAC
+    inf, out = _terms(model, mdata)
+    expected = symmetric_kl(inf["logit"]["rna"], inf["logit"]["prot"]).mean()
+    assert torch.allclose(out.extra_metrics["contrastive"], expected, rtol=1e-5)
+    # no elastic net on distributions: the self-expressive term is the error alone
+    se = 0.0
+    for m in ("rna", "prot"):
+        za = inf["z_anchor"][m]
+        se = se + (inf["z"][m] - inf["z_hat"][m]).pow(2).sum(-1) / za.var(0).mean()
+    assert torch.allclose(out.extra_metrics["self_expression"], se.mean(), rtol=1e-5)
+
+
+def test_anchors_can_be_encoded_without_gradient(mdata):
+    model = _model(mdata, anchor_grad=False)
+    mod = model.module
+    mod.train()
+    tensors = next(iter(model._make_data_loader(adata=mdata, batch_size=64)))
+    inf = mod.inference(**mod._get_inference_input(tensors))
+    assert not inf["z_anchor"]["rna"].requires_grad
+    assert inf["z"]["rna"].requires_grad
+    paper = _model(mdata.copy(), preset="paper")
+    paper.module.train()
+    inf = paper.module.inference(**paper.module._get_inference_input(tensors))
+    assert inf["z_anchor"]["rna"].requires_grad
+
+
+def test_preset_options_can_be_overridden_and_are_checked(mdata):
+    model = _model(mdata, preset="paper", fusion="product", lambda_contrast=0.0)
+    assert model.fusion == "product" and model.module.lambda_contrast == 0.0
+    with pytest.raises(ValueError, match="preset"):
+        _model(mdata.copy(), preset="papr")
+    with pytest.raises(ValueError, match="softmax"):
+        _model(mdata.copy(), coefficients="relu", agreement="kl")
+    fused = model.get_coefficients()
+    np.testing.assert_allclose(fused.sum(1), 1.0, rtol=1e-5)
