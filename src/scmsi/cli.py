@@ -21,7 +21,8 @@ from pathlib import Path
 
 # The choices of --fusion, as scmsi.FUSIONS (a test checks they agree): importing the model
 # here would make --help pay for torch.
-_FUSIONS = ("mean", "precision", "adaptive")
+_FUSIONS = ("product", "mean", "precision", "adaptive")
+_PRESETS = ("default", "paper", "v0.1")  # as scmsi's model presets (the same test checks them)
 _INPUT_SUFFIXES = (".h5mu", ".h5ad")
 
 
@@ -283,7 +284,7 @@ def _fit_and_write(mdata, args, kinds, layers) -> int:
     import scmsi
 
     scmsi.SCMSI.setup_mudata(mdata, modalities=kinds, layers=layers, batch_key=args.batch_key)
-    model = scmsi.SCMSI(mdata, n_anchors=args.n_anchors, seed=args.seed)
+    model = scmsi.SCMSI(mdata, n_anchors=args.n_anchors, seed=args.seed, preset=args.preset)
     print(model)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -356,10 +357,16 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--max-epochs", type=int, default=None)
     common.add_argument("--seed", type=int, default=0)
     common.add_argument(
+        "--preset",
+        choices=_PRESETS,
+        default="default",
+        help="the model's objective: 'paper' is the published one (docs/model.md)",
+    )
+    common.add_argument(
         "--fusion",
         choices=_FUSIONS,
-        default="mean",
-        help="how the modalities' coefficients are fused (see README, 'Fused affinity')",
+        default=None,
+        help="how the modalities' coefficients are fused (default: the preset's; docs/model.md)",
     )
     common.add_argument("--save-model", help="folder to save the trained model in")
     common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
