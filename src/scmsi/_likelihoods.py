@@ -29,10 +29,52 @@ from ._backed import read_rows
 
 
 class ModalityHead(nn.Module):
-    """Base class: encoder input transform, decoder, reconstruction loss, extra KL."""
+    """Base class: encoder input transform, decoder, reconstruction loss, extra KL.
+
+    Every head is built as ``Head(n_features, n_latent, n_batch, n_hidden=128, n_layers=1,
+    n_cats_per_cov=(), **options)``, with its own ``options`` (e.g. ``likelihood``).
+    """
 
     #: whether the modality must hold non-negative integer counts
     requires_counts: bool = False
+    #: allowed values of the ``likelihood`` option, the default first (empty: no option)
+    likelihoods: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        n_features: int,
+        n_latent: int,
+        n_batch: int,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        n_cats_per_cov: Sequence[int] = (),
+    ):
+        super().__init__()
+        self.n_features, self.n_latent, self.n_batch = n_features, n_latent, n_batch
+        self.n_hidden, self.n_layers = n_hidden, n_layers
+        self.n_cat_list = [n_batch, *n_cats_per_cov]
+
+    def _check_likelihood(self, likelihood: str) -> str:
+        if likelihood not in self.likelihoods:
+            raise ValueError(
+                f"{type(self).__name__} likelihood must be one of {self.likelihoods}, "
+                f"got {likelihood!r}."
+            )
+        return likelihood
+
+    def _hidden(self) -> FCLayers:
+        """Decoder trunk ``z_hat`` (+ batch, covariates) -> ``(B, n_hidden)``; layer norm, as
+        totalVI's protein decoder, since these outputs are not library-scaled counts."""
+        return FCLayers(
+            self.n_latent,
+            self.n_hidden,
+            n_cat_list=self.n_cat_list,
+            n_layers=self.n_layers,
+            n_hidden=self.n_hidden,
+            dropout_rate=0.0,
+            use_batch_norm=False,
+            use_layer_norm=True,
+        )
 
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """Transform raw input ``(B, F)`` before the encoder."""
@@ -62,29 +104,19 @@ class CountsHead(ModalityHead):
     """Gene counts: NB or ZINB with the observed library size and per-gene dispersion."""
 
     requires_counts = True
+    likelihoods = ("nb", "zinb")
 
-    def __init__(
-        self,
-        n_features: int,
-        n_latent: int,
-        n_batch: int,
-        n_hidden: int = 128,
-        n_layers: int = 1,
-        likelihood: str = "nb",
-        n_cats_per_cov: Sequence[int] = (),
-    ):
-        super().__init__()
-        if likelihood not in ("nb", "zinb"):
-            raise ValueError(f"gene likelihood must be 'nb' or 'zinb', got {likelihood!r}.")
-        self.likelihood = likelihood
+    def __init__(self, *args, likelihood: str = "nb", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.likelihood = self._check_likelihood(likelihood)
         self.decoder = DecoderSCVI(
-            n_latent,
-            n_features,
-            n_cat_list=[n_batch, *n_cats_per_cov],
-            n_layers=n_layers,
-            n_hidden=n_hidden,
+            self.n_latent,
+            self.n_features,
+            n_cat_list=self.n_cat_list,
+            n_layers=self.n_layers,
+            n_hidden=self.n_hidden,
         )
-        self.px_r = nn.Parameter(torch.randn(n_features))
+        self.px_r = nn.Parameter(torch.randn(self.n_features))
 
     def decode(self, z, x, batch_index, *cat_covs):
         library = torch.log(x.sum(-1, keepdim=True).clamp(min=1.0))
@@ -143,27 +175,14 @@ class ProteinHead(ModalityHead):
 
     def __init__(
         self,
-        n_features: int,
-        n_latent: int,
-        n_batch: int,
-        n_hidden: int = 128,
-        n_layers: int = 1,
+        *args,
         prior_mean: np.ndarray | None = None,
         prior_scale: np.ndarray | None = None,
-        n_cats_per_cov: Sequence[int] = (),
+        **kwargs,
     ):
-        super().__init__()
-        self.n_batch = n_batch
-        self.net = FCLayers(
-            n_latent,
-            n_hidden,
-            n_cat_list=[n_batch, *n_cats_per_cov],
-            n_layers=n_layers,
-            n_hidden=n_hidden,
-            dropout_rate=0.0,
-            use_batch_norm=False,
-            use_layer_norm=True,
-        )
+        super().__init__(*args, **kwargs)
+        n_features, n_hidden, n_batch = self.n_features, self.n_hidden, self.n_batch
+        self.net = self._hidden()
         self.back_alpha = nn.Linear(n_hidden, n_features)
         self.back_beta = nn.Sequential(nn.Linear(n_hidden, n_features), nn.Softplus())
         self.fore_scale = nn.Sequential(nn.Linear(n_hidden, n_features), nn.ReLU())
@@ -224,28 +243,11 @@ class ProteinHead(ModalityHead):
 class ContinuousHead(ModalityHead):
     """Processed features (image features, topics, normalised matrices): Gaussian."""
 
-    def __init__(
-        self,
-        n_features: int,
-        n_latent: int,
-        n_batch: int,
-        n_hidden: int = 128,
-        n_layers: int = 1,
-        n_cats_per_cov: Sequence[int] = (),
-    ):
-        super().__init__()
-        self.net = FCLayers(
-            n_latent,
-            n_hidden,
-            n_cat_list=[n_batch, *n_cats_per_cov],
-            n_layers=n_layers,
-            n_hidden=n_hidden,
-            dropout_rate=0.0,
-            use_batch_norm=False,
-            use_layer_norm=True,
-        )
-        self.mean = nn.Linear(n_hidden, n_features)
-        self.log_var = nn.Parameter(torch.zeros(n_features))
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.net = self._hidden()
+        self.mean = nn.Linear(self.n_hidden, self.n_features)
+        self.log_var = nn.Parameter(torch.zeros(self.n_features))
 
     def encoder_input(self, x):
         return x
@@ -273,34 +275,14 @@ class AccessibilityHead(ModalityHead):
     integer fragment or insertion counts.
     """
 
-    def __init__(
-        self,
-        n_features: int,
-        n_latent: int,
-        n_batch: int,
-        n_hidden: int = 128,
-        n_layers: int = 1,
-        likelihood: str = "bernoulli",
-        n_cats_per_cov: Sequence[int] = (),
-    ):
-        super().__init__()
-        if likelihood not in ("bernoulli", "poisson"):
-            raise ValueError(
-                f"accessibility likelihood must be 'bernoulli' or 'poisson', got {likelihood!r}."
-            )
-        self.likelihood = likelihood
-        self.net = FCLayers(
-            n_latent,
-            n_hidden,
-            n_cat_list=[n_batch, *n_cats_per_cov],
-            n_layers=n_layers,
-            n_hidden=n_hidden,
-            dropout_rate=0.0,
-            use_batch_norm=False,
-            use_layer_norm=True,
-        )
-        self.logits = nn.Linear(n_hidden, n_features)
-        self.region_factor = nn.Parameter(torch.zeros(n_features))
+    likelihoods = ("bernoulli", "poisson")
+
+    def __init__(self, *args, likelihood: str = "bernoulli", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.likelihood = self._check_likelihood(likelihood)
+        self.net = self._hidden()
+        self.logits = nn.Linear(self.n_hidden, self.n_features)
+        self.region_factor = nn.Parameter(torch.zeros(self.n_features))
         # l_n starts close to the observed depth ordering but saturating near 1.
         self.depth_weight = nn.Parameter(torch.ones(1))
         self.depth_bias = nn.Parameter(torch.full((1,), 2.0))

@@ -352,19 +352,24 @@ def _dgc_to_csr(m) -> tuple[sparse.csr_matrix, pd.Index, pd.Index]:
     )
 
 
-def _scicar_from_rda(path: Path) -> tuple[ad.AnnData, ad.AnnData, pd.Series]:
-    """Read the scAI authors' ``data_A549.rda``: (rna, atac, time in hours)."""
+def _read_rda(path: Path, name: str):
+    """The R object ``name`` of an ``.rda`` file, converted to Python (``rdata``)."""
     try:
         import rdata
     except ImportError as err:
         raise ImportError(
-            "Reading data_A549.rda needs the `rdata` package: pip install 'scmsi[data]'."
+            f"Reading {Path(path).name} needs the `rdata` package: pip install 'scmsi[data]'."
         ) from err
     import warnings
 
     with warnings.catch_warnings():  # no constructor for dgCMatrix: the raw R object is fine
         warnings.simplefilter("ignore")
-        obj = rdata.conversion.convert(rdata.parser.parse_file(str(path)))["data_A549"]
+        return rdata.conversion.convert(rdata.parser.parse_file(str(path)))[name]
+
+
+def _scicar_from_rda(path: Path) -> tuple[ad.AnnData, ad.AnnData, pd.Series]:
+    """Read the scAI authors' ``data_A549.rda``: (rna, atac, time in hours)."""
+    obj = _read_rda(path, "data_A549")
     mods = {}
     for key in ("RNA", "ATAC"):
         x, cells, features = _dgc_to_csr(obj["data"][key])
@@ -452,17 +457,7 @@ def scicar_a549(min_peak_fraction: float = 0.01) -> md.MuData:
 
 def _eccite_from_rda(path: Path) -> dict[str, ad.AnnData]:
     """Read CiteFuse's ``CITEseq_example.rda``: ``{"rna", "prot", "hto"}`` cells x features."""
-    try:
-        import rdata
-    except ImportError as err:
-        raise ImportError(
-            "Reading CITEseq_example.rda needs the `rdata` package: pip install 'scmsi[data]'."
-        ) from err
-    import warnings
-
-    with warnings.catch_warnings():  # no constructor for dgCMatrix: the raw R object is fine
-        warnings.simplefilter("ignore")
-        obj = rdata.conversion.convert(rdata.parser.parse_file(str(path)))["CITEseq_example"]
+    obj = _read_rda(path, "CITEseq_example")
     mods = {}
     for key, name in (("RNA", "rna"), ("ADT", "prot"), ("HTO", "hto")):
         x, cells, features = _dgc_to_csr(obj[key])

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
+# No backend is set here: a library must not switch a notebook away from inline plots, and
+# matplotlib itself falls back to a non-interactive backend on a machine without a display.
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ._backed import dense  # noqa: E402
-from ._constants import DOMAIN_KEY, KEY, LEIDEN_KEY, UMAP_KEY  # noqa: E402
+from ._backed import dense
+from ._constants import DOMAIN_KEY, KEY, LEIDEN_KEY, UMAP_KEY
 
 
 def umap(
