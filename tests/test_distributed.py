@@ -17,7 +17,10 @@ def _run(cmd: list[str], out: Path) -> None:
     src = str(Path(scmsi.__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
     env["PYTHONWARNINGS"] = "ignore"
-    proc = subprocess.run(cmd + [str(out)], env=env, capture_output=True, text=True, timeout=600)
+    # cwd: scvi-tools writes Lightning logs under DDP (lightning_logs/) into the working folder
+    proc = subprocess.run(
+        cmd + [str(out)], cwd=out, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
