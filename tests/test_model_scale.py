@@ -162,7 +162,8 @@ def test_backed_mudata_worked_example(tmp_path):
     model = scmsi.SCMSI(mdata, n_anchors=40, seed=0)
     model.train(max_epochs=2, enable_progress_bar=False)
     scmsi.tl.embed_and_cluster(mdata, model, umap=False, top_k=8)
-    assert mdata.obsm["X_scmsi"].shape == (1500, 10)
+    n_latent = model.module.n_latent * len(model.modality_names)  # the default: joint latent
+    assert mdata.obsm["X_scmsi"].shape == (1500, n_latent)
     assert mdata.obsm["scmsi_coef"].getnnz(1).max() <= 8
     assert mdata.obs["scmsi_leiden"].notna().all()
 

@@ -1065,8 +1065,9 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             adata,
             indices,
             batch_size,
-            fusion=fusion if need_fused else None,
+            fusion=fusion,
             weight_scale=weight_scale,
+            fused=need_fused,
         )
         for out in batches:
             for m in keep:
@@ -1096,16 +1097,17 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         adata: MuData | AnnData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
-        fusion: Fusion | None = "mean",
+        fusion: Fusion | None = None,
         latent: bool = False,
         weight_scale: np.ndarray | None = None,
+        fused: bool = True,
     ) -> Iterator[dict]:
         """Coefficients one minibatch at a time, for data whose N x A matrix is too large.
 
         Yields, in cell order, ``{name: C^m (B, A), "fused": (B, A), "observed": {name: bool
         (B,)}}`` as dense float32 arrays, plus ``"latent": {name: z^m (B, n_latent)}`` with
         ``latent=True`` and ``"weights"`` (B, M) with a per-cell weighted fusion. The values
-        are those of :meth:`get_coefficients` (``fusion=None`` skips the fused matrix;
+        are those of :meth:`get_coefficients` (``fused=False`` skips the fused matrix;
         ``"adaptive"`` first takes a pass over the data for the modality weights, whose
         normalisation is over all cells). Memory is O(batch x A);
         :func:`scmsi.tl.embed_and_cluster` uses it for the exact PCA of large data.
@@ -1115,14 +1117,17 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         adata, indices, batch_size
             As in :meth:`get_coefficients`.
         fusion
-            ``"mean"``, ``"precision"``, ``"adaptive"`` or None (see :meth:`get_coefficients`).
+            As in :meth:`get_coefficients`; None: the model's (``model.fusion``).
         latent
             Also yield the posterior mean latents.
         weight_scale
             ``scale`` of :meth:`get_modality_weights` for ``fusion="adaptive"``; given, the
             weights are computed minibatch by minibatch, with no pass before.
+        fused
+            False: only the modalities' coefficients (no fused matrix, no weights).
         """
         check_fusion(fusion, allow_none=True)
+        fusion = (self.fusion if fusion is None else fusion) if fused else None
         names = self.modality_names
         with self._registered_data(adata) as adata_v:
             adaptive = fusion == "adaptive" and len(names) > 1
