@@ -239,7 +239,7 @@ def _umap_layout(obs_names, embedding, distances, graph, neighbors, keys: Output
     """:func:`scanpy.tl.umap` of a k-NN graph, shape ``(N, 2)``; nothing is written."""
     tmp = AnnData(obs=pd.DataFrame(index=pd.Index(obs_names).copy()))
     tmp.obsm[keys.embedding] = np.asarray(embedding)
-    tmp.obsp[keys.connectivities] = graph
+    tmp.obsp[keys.connectivities] = graph.copy()  # UMAP zeroes its weakest edges in place
     if distances is not None:
         tmp.obsp[keys.distances] = distances
     tmp.uns[keys.key] = neighbors
