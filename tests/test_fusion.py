@@ -20,7 +20,7 @@ from scmsi._fusion import (
 
 
 def test_one_list_of_fusions():
-    assert FUSIONS == get_args(Fusion) == ("mean", "precision", "adaptive")
+    assert FUSIONS == get_args(Fusion) == ("product", "mean", "precision", "adaptive")
     assert scmsi.FUSIONS is FUSIONS
 
 
@@ -128,7 +128,7 @@ def test_top_k_sparse_keeps_each_rows_largest():
 def test_weight_methods_are_the_weighted_fusions():
     from scmsi._fusion import WeightMethod, check_weight_method
 
-    assert set(get_args(WeightMethod)) == set(FUSIONS) - {"mean"}
+    assert set(get_args(WeightMethod)) == set(FUSIONS) - {"mean", "product"}
     for m in get_args(WeightMethod):
         check_weight_method(m)
     with pytest.raises(ValueError, match="method must be 'adaptive' or 'precision', got 'mean'"):
