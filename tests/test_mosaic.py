@@ -171,11 +171,12 @@ def test_map_query_label_transfer_and_save_load(mosaic, cells, tmp_path):
     # the PCA of the fused coefficients: the embedding whose projection of new cells is tested
     scmsi.tl.embed_and_cluster(ref, model, n_clusters=3, umap=False, embedding="pca")
     pca = ref.uns["scmsi_pca"]
-    assert pca["components"].shape == (10, 40)
+    # default embedding: both modalities' latents, standardised over the anchors
+    assert pca["embedding"] == "latent" and pca["scale"].shape == (20,)
     query = md[N_REF:].copy()
     truth = query.obs.pop("cell_type").to_numpy()
     scmsi.tl.map_query(query, model, ref, label_key="cell_type")
-    assert query.obsm["X_scmsi"].shape == (N_QUERY, 10)
+    assert query.obsm["X_scmsi"].shape == (N_QUERY, 20)
     pred = query.obs["cell_type_pred"].to_numpy()
     conf = query.obs["cell_type_confidence"].to_numpy()
     assert (pred == truth).mean() > 0.9

@@ -92,8 +92,9 @@ def product_fusion(
     ``exp(-sum_m d_m)``: a kernel on the concatenated latents, in which a modality that does
     not tell two anchors apart leaves the other's preference intact instead of diluting it
     (as a mean does). ``weights`` (``(N, M)``) raise each distribution to that power; None
-    gives each modality power 1. An anchor with a zero coefficient in any of the cell's
-    modalities gets 0; a cell whose modalities share no anchor falls back to the mean.
+    gives each modality power 1. A cell with one modality gets that modality's row exactly.
+    Where the modalities' supports do not overlap (ReLU coefficients with exact zeros), zeros
+    count as 1e-30 so that the row is still a distribution.
     """
     n_mod = len(coefs)
     w = np.ones((coefs[0].shape[0], n_mod), np.float64)
@@ -101,23 +102,22 @@ def product_fusion(
         w = w * np.asarray(weights, np.float64)
     if observed is not None:
         w = w * np.stack([np.asarray(o, np.float64) for o in observed], 1)
-    with np.errstate(divide="ignore", invalid="ignore"):  # log(0) = -inf: an excluded anchor
-        log = sum(
-            np.where(w[:, i : i + 1] > 0, w[:, i : i + 1] * np.log(np.asarray(c, np.float64)), 0.0)
-            for i, c in enumerate(coefs)
-        )
-    top = log.max(1, keepdims=True)
-    fused = np.exp(log - np.where(np.isfinite(top), top, 0.0))
-    total = fused.sum(1, keepdims=True)
-    # No anchor that every modality allows (disjoint thresholded supports): average instead.
-    disjoint = total[:, 0] <= 0
-    if disjoint.any():
-        fused[disjoint] = fuse_coefficients(
-            [np.asarray(c)[disjoint] for c in coefs],
-            None if observed is None else [np.asarray(o)[disjoint] for o in observed],
-        )
-        total[disjoint] = 1.0
-    return (fused / total).astype(np.float32)
+
+    def summed_log(floor: float) -> np.ndarray:
+        total = np.zeros(np.shape(coefs[0]), np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for i, c in enumerate(coefs):
+                logc = np.log(np.maximum(np.asarray(c, np.float64), floor))
+                total += np.where(w[:, i : i + 1] > 0, w[:, i : i + 1] * logc, 0.0)
+        return total
+
+    log = summed_log(0.0)
+    dead = ~np.isfinite(log.max(1))
+    if dead.any():
+        log[dead] = summed_log(1e-30)[dead]
+    log -= log.max(1, keepdims=True)
+    fused = np.exp(log)
+    return (fused / fused.sum(1, keepdims=True)).astype(np.float32)
 
 
 def top_k_sparse(coef: np.ndarray, k: int) -> sparse.csr_matrix:
