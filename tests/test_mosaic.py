@@ -168,8 +168,7 @@ def test_rna_only_query_is_mapped_and_imputed(mosaic, cells):
 def test_map_query_label_transfer_and_save_load(mosaic, cells, tmp_path):
     model, ref = mosaic
     md, _ = cells
-    # the PCA of the fused coefficients: the embedding whose projection of new cells is tested
-    scmsi.tl.embed_and_cluster(ref, model, n_clusters=3, umap=False, embedding="pca")
+    scmsi.tl.embed_and_cluster(ref, model, n_clusters=3, umap=False)
     pca = ref.uns["scmsi_pca"]
     # default embedding: both modalities' latents, standardised over the anchors
     assert pca["embedding"] == "latent" and pca["scale"].shape == (20,)
