@@ -44,6 +44,13 @@ def atomic_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def publish(path: str | Path, text: str) -> int:
+    """Write a report atomically and print it; the exit status of a benchmark's ``main``."""
+    atomic_text(Path(path), text)
+    print(text)
+    return 0
+
+
 def atomic_write(path: Path, write) -> None:
     """``write(tmp)`` then rename ``tmp`` to ``path`` (same folder, same suffix)."""
     path = Path(path)

@@ -27,9 +27,9 @@ import pandas as pd
 
 from benchmarks._common import (
     RESULTS,
-    atomic_text,
     command_line,
     machine_line,
+    publish,
     run_worker,
     work_folder,
     worker_env,
@@ -160,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         + machine_line(shared=True, threads=1)
         + "\n"
     )
-    atomic_text(Path(args.out), text)
-    print(text)
-    return 0
+    return publish(args.out, text)
 
 
 if __name__ == "__main__":

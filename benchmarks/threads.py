@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks._common import atomic_text
+from benchmarks._common import publish
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUSY = "while True: pass"
@@ -110,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         + table.to_markdown(index=False, floatfmt=".2f")
         + "\n\nTarget (issue 18): one busy neighbour ÷ alone ≤ 2.2 (fair share on 2 cores: 2).\n"
     )
-    atomic_text(Path(args.out), text)
-    print(text)
-    return 0
+    return publish(args.out, text)
 
 
 if __name__ == "__main__":

@@ -408,10 +408,9 @@ def leiden_stable(
 
     Parameters
     ----------
-    graph
-        Sparse symmetric affinity, shape ``(N, N)`` (e.g. k-NN connectivities).
-    embedding
-        Coordinates the graph was built from, shape ``(N, d)``.
+    graph, embedding
+        As in :func:`leiden_auto`: the ``(N, N)`` graph and the ``(N, d)`` coordinates it was
+        built from.
     resolutions
         Candidate resolutions (default 12 values, geometric from 0.05 to 2).
     n_subsamples, fraction

@@ -160,6 +160,20 @@ def _read_counts_csv(path: Path) -> tuple[sparse.csr_matrix, pd.Index, pd.Index]
     return x, pd.Index(df.columns.astype(str)), pd.Index(df.index.astype(str))
 
 
+def _labelled_mudata(mods: dict, labels: pd.Series, types: dict[str, str]) -> md.MuData:
+    """MuData of ``mods`` with ``obs["cell_type"]`` (``labels`` by RNA cell name, also on the
+    RNA modality) and ``uns["modality_types"]``."""
+    cell_type = pd.Categorical(labels.reindex(mods["rna"].obs_names).to_numpy())
+    mods["rna"].obs["cell_type"] = cell_type
+    # Do not pull modality columns into mdata.obs (legacy mudata behaviour); set the global
+    # label explicitly.
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData(mods)
+    mdata.obs["cell_type"] = pd.Categorical(cell_type)
+    mdata.uns[MODALITY_TYPES_KEY] = types
+    return mdata
+
+
 def inhouse_pbmc(preprocess: bool = True, n_top_genes: int = 2000) -> md.MuData:
     """In-house human PBMC CITE-seq data (10 surface proteins) used in the scMSI paper.
 
@@ -227,15 +241,7 @@ def inhouse_pbmc(preprocess: bool = True, n_top_genes: int = 2000) -> md.MuData:
         a.X = sparse.csr_matrix(a.X, dtype=np.float32)
         a.layers["counts"] = a.X.copy()
 
-    cell_type = pd.Categorical(truth.reindex(rna.obs_names).to_numpy())
-    rna.obs["cell_type"] = cell_type
-    # Do not pull modality columns into mdata.obs (legacy mudata behaviour); set the global
-    # label explicitly.
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna, "prot": prot})
-    mdata.obs["cell_type"] = pd.Categorical(cell_type)
-    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "counts", "prot": "protein"}
-    return mdata
+    return _labelled_mudata({"rna": rna, "prot": prot}, truth, {"rna": "counts", "prot": "protein"})
 
 
 def _hvg_counts(rna: ad.AnnData, n_top_genes: int | None) -> ad.AnnData:
@@ -327,13 +333,9 @@ def snare_seq(n_top_genes: int | None = 2000, min_cells: int = 3) -> md.MuData:
         rna, atac = rna[keep].copy(), atac[keep].copy()  # none on the published data
     rna.layers["counts"] = rna.X.copy()
 
-    cell_type = pd.Categorical(labels.reindex(rna.obs_names).to_numpy())
-    rna.obs["cell_type"] = cell_type
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna, "atac": atac})
-    mdata.obs["cell_type"] = pd.Categorical(cell_type)
-    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "counts", "atac": "continuous"}
-    return mdata
+    return _labelled_mudata(
+        {"rna": rna, "atac": atac}, labels, {"rna": "counts", "atac": "continuous"}
+    )
 
 
 def _dgc_to_csr(m) -> tuple[sparse.csr_matrix, pd.Index, pd.Index]:
