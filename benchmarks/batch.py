@@ -61,6 +61,7 @@ from benchmarks._common import (
     work_folder,
     worker_env,
 )
+from scmsi._constants import MODALITY_TYPES_KEY
 
 DATASETS = ("dlpfc_pair", "eccite")
 BATCH, LABEL = "batch", "label"
@@ -84,7 +85,7 @@ def _mudata(mods: dict, obs: pd.DataFrame, types: dict[str, str]):
     with md.set_options(pull_on_update=False):
         mdata = md.MuData(mods)
     mdata.obs = obs
-    mdata.uns["modality_types"] = types
+    mdata.uns[MODALITY_TYPES_KEY] = types
     return mdata
 
 

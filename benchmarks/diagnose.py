@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dataset")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="max_epochs (default: the package's)")
-    parser.add_argument("--preset", help="SCMSI preset (default: the package's)")
+    parser.add_argument("--preset", help="SCMSI objective preset (default: the package's)")
     parser.add_argument("--out", help="results folder (default benchmarks/results)")
     parser.add_argument("--save", help="also save every representation to this .npz")
     parser.add_argument("--model-dir", help="load the model from here if saved, else save it")
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     mdata = _load(args.dataset, smoke=False)
     labels = mdata.obs[LABEL_KEY].astype(str).to_numpy()
     m, types, _ = peers.scmsi_setup(mdata)
-    kwargs = {} if args.preset is None else {"preset": args.preset}
+    kwargs = {} if args.preset is None else {"objective": args.preset}
     kwargs |= {k: peers._option(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     train_kwargs = {k: peers._option(v) for k, v in (kv.split("=", 1) for kv in args.train)}
     t0, c0 = time.perf_counter(), time.process_time()

@@ -8,7 +8,7 @@ returns::
      "notes": str}
 
 Modality types come from ``mdata.uns["modality_types"]`` (``{modality: type}``, as the loaders in
-:mod:`scmsi.datasets` set it; default ``{"rna": "counts", "prot": "protein"}``). Each modality
+:mod:`scmsi.datasets` set it; a MuData without them is an error). Each modality
 is preprocessed by its type, the same way for every method (:func:`process_modality`):
 
 - ``counts`` (RNA): ``normalize_total(1e4)`` + ``log1p``; PCA, 30 comps, genes not scaled.
@@ -52,6 +52,7 @@ import scanpy as sc
 from scipy import sparse
 
 from benchmarks._common import dense, measured, save_npz
+from scmsi._constants import MODALITY_TYPES_KEY, declared_modality_types
 
 __all__ = [
     "METHODS",
@@ -69,7 +70,6 @@ __all__ = [
 
 PeerResult = dict[str, Any]
 
-CITE_TYPES = {"rna": "counts", "prot": "protein"}
 N_PCS = 30  # PCs of RNA counts and of wide continuous matrices (scanpy's usual choice)
 N_LSI = 30  # LSI components kept for peaks (after dropping the first)
 MAX_RAW_CONTINUOUS = 50  # continuous modalities up to this width are used as they are
@@ -77,14 +77,15 @@ N_SPECTRAL = 10  # components of the spectral embedding of the WNN graph
 
 
 def modality_types(mdata: md.MuData) -> dict[str, str]:
-    """``{modality: type}`` from ``mdata.uns["modality_types"]``; CITE-seq mapping by default."""
-    types = mdata.uns.get("modality_types")
+    """``{modality: type}`` as the data declare them (``uns[MODALITY_TYPES_KEY]``, written by
+    every loader); a MuData that does not declare them is an error, not a guess."""
+    types = declared_modality_types(mdata)
     if types is None:
-        return {m: t for m, t in CITE_TYPES.items() if m in mdata.mod}
-    types = {str(m): str(t) for m, t in dict(types).items()}
-    # h5mu stores uns dicts with sorted keys: follow the MuData's modality order instead.
-    order = [m for m in mdata.mod if m in types]
-    return {m: types[m] for m in order + [m for m in types if m not in order]}
+        raise ValueError(
+            f"The MuData does not declare its modality types (uns[{MODALITY_TYPES_KEY!r}]); "
+            "load it with scmsi.datasets or set them."
+        )
+    return types
 
 
 def _of_type(types: dict[str, str], kind: str) -> list[str]:
@@ -479,7 +480,7 @@ def scmsi_setup(mdata: md.MuData) -> tuple[md.MuData, dict[str, str], dict[str, 
 
 
 def scmsi_default(mdata: md.MuData, seed: int, preset: dict | None = None) -> PeerResult:
-    """scMSI with the package defaults; embedding = PCA of the fused coefficients.
+    """scMSI with the package defaults; embedding = the objective's (the joint latent by default).
 
     Modality types from ``uns["modality_types"]``; ``counts``/``protein`` modalities read
     ``.layers["counts"]`` (when present), the others ``.X``. With a protein modality, also
@@ -492,7 +493,10 @@ def scmsi_default(mdata: md.MuData, seed: int, preset: dict | None = None) -> Pe
     from scmsi._fusion import fusion_scale
 
     m, types, layers = scmsi_setup(mdata)
-    model = scmsi.SCMSI(m, seed=seed, **(preset or {}))
+    options = dict(preset or {})
+    if "preset" in options:  # `scmsi:preset=paper`, the method name of earlier results
+        options["objective"] = options.pop("preset")
+    model = scmsi.SCMSI(m, seed=seed, **options)
     # Smoke runs (CI) shorten training; full runs use the package default.
     max_epochs = os.environ.get("SCMSI_BENCH_MAX_EPOCHS")
     model.train(max_epochs=int(max_epochs) if max_epochs else None, enable_progress_bar=False)
@@ -508,7 +512,7 @@ def scmsi_default(mdata: md.MuData, seed: int, preset: dict | None = None) -> Pe
     }[embedding]
     notes = (
         f"scmsi {scmsi.__version__} preset={model.preset!r}"
-        + "".join(f", {k}={v!r}" for k, v in (preset or {}).items() if k != "preset")
+        + "".join(f", {k}={v!r}" for k, v in options.items() if k != "objective")
         + f": {model.module.n_anchors} anchors, {n_epochs} epochs (early stopping on), "
         f"embedding = {what} (fusion={fusion!r}); modalities {inputs}."
     )

@@ -22,8 +22,7 @@ resolution search and refinement). Methods:
 - variants, each its own training: ``scmsi_graph_encoder`` (``graph_encoder=True``: the
   encoders read each spot's neighbour mean too); ``scmsi [k-means]`` is the v0.1 spatial
   pipeline (no graph encoder, k-means), ``scmsi_no_image`` (sections with an
-  image only), ``scmsi_no_niche``, ``scmsi_paper`` (``SCMSI(preset="paper")``, where the
-  package has presets).
+  image only), ``scmsi_no_niche``, ``scmsi_paper`` (``SCMSI(objective="paper")``).
 - ``spagcn``: SpaGCN 1.2.7 in its own environment (``--spagcn-python``), with histology where
   the section has an image; refined.
 - ``banksy``, ``graphst``, ``stagate``: ``benchmarks/spatial_peers.py`` in their own
@@ -121,7 +120,7 @@ SCMSI_VARIANTS: dict[str, tuple[dict, dict]] = {
     "scmsi_graph_encoder": ({"graph_encoder": True}, {}),
     "scmsi_no_image": ({"image": False}, {}),
     "scmsi_no_niche": ({"niche": False}, {}),
-    "scmsi_paper": ({}, {"preset": "paper"}),  # needs SCMSI(preset=...)
+    "scmsi_paper": ({}, {"objective": "paper"}),
 }
 PCA_DIMS = 20  # every embedding -> at most this many PCs -> the same tied mixture
 

@@ -198,9 +198,10 @@ def test_precision_weights_follow_the_data_of_each_cell():
 
     data = synthetic_cite(n_cells=240, n_genes=80, n_proteins=8, n_types=3, seed=1)
     scmsi.SCMSI.setup_mudata(data, layers={"rna": "counts", "prot": "counts"})
-    # The precision weights were designed on the thresholded (relu) coefficients of v0.1; the
-    # default preset's softmax rows are calibrated per cell, which flattens their variance.
-    model = scmsi.SCMSI(data, n_anchors=40, seed=0, preset="v0.1")
+    # The precision weights were designed on the thresholded (relu) coefficients of
+    # "paper_local"; the default's softmax rows are calibrated per cell, which flattens their
+    # variance.
+    model = scmsi.SCMSI(data, n_anchors=40, seed=0, objective="paper_local")
     model.train(**FAST)
     w_full = model.get_modality_weights(method="precision")["rna"].to_numpy()
     thin = data.copy()

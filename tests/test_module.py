@@ -5,6 +5,7 @@ import torch
 from scvi import REGISTRY_KEYS
 
 from scmsi._module import ModalitySpec, SCMSIModule
+from scmsi._objective import resolve
 
 N_ANCHORS, N_GENES, N_PROT = 12, 20, 5
 
@@ -25,8 +26,10 @@ def _module(**kwargs):
     ]
     anchors = _cells(N_ANCHORS, seed=0)
     torch.manual_seed(0)
-    module = SCMSIModule(specs, anchors, np.zeros(N_ANCHORS, int), n_latent=4, n_hidden=16,
-                         n_embed=8, **kwargs)  # fmt: skip
+    # the ReLU network with the best-anchor ceiling and locality-weighted L1
+    objective = resolve("paper_local", n_embed=8, **{"lambda_cross": 0.0, **kwargs})
+    module = SCMSIModule(specs, anchors, np.zeros(N_ANCHORS, int), objective, n_latent=4,
+                         n_hidden=16)  # fmt: skip
     return module, anchors
 
 

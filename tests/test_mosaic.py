@@ -209,9 +209,9 @@ def test_map_query_needs_the_reference_pca(mosaic, cells):
 @pytest.mark.slow
 def test_cross_modal_term_is_on_for_mosaic_data_only(mosaic, trained):
     model, _ = mosaic
-    assert model.module.lambda_cross == 1.0
+    assert model.objective.lambda_cross == 1.0
     assert "cross_expression_train" in model.history
-    assert trained[0].module.lambda_cross == 0.0  # complete data: the paper's objective
+    assert trained[0].objective.lambda_cross == 0.0  # complete data: the paper's objective
     with_bg = model.impute(modality="prot", include_protein_background=True, return_sd=False)
     denoised = model.impute(modality="prot", return_sd=False)
     assert (with_bg.to_numpy() >= denoised.to_numpy() - 1e-4).all()

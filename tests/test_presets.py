@@ -1,10 +1,13 @@
 """Named objectives: the paper's as published, and the default's components."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 import scmsi
+from scmsi._objective import PRESETS
 from scmsi._selfexpression import SelfExpressiveNetwork, SoftmaxSelfExpression, symmetric_kl
 
 
@@ -25,7 +28,7 @@ def _terms(model, mdata):
 
 
 def test_paper_preset_is_the_published_objective(mdata):
-    model = _model(mdata, preset="paper")
+    model = _model(mdata, objective="paper")
     assert model.fusion == "mean"
     for senet in model.module.senets.values():
         assert isinstance(senet, SelfExpressiveNetwork) and not senet.ceiling
@@ -47,8 +50,9 @@ def test_paper_preset_is_the_published_objective(mdata):
 def test_default_preset_components(mdata):
     model = _model(mdata)
     assert model.preset == "default" and model.fusion == "product"
+    assert model.objective == replace(PRESETS["default"], lambda_cross=0.0)
     assert all(isinstance(s, SoftmaxSelfExpression) for s in model.module.senets.values())
-    assert model.module.anchor_grad  # without it the latents fail on synthetic RNA + ATAC
+    assert model.module.objective.anchor_grad  # without it the latents fail on synthetic RNA + ATAC
     inf, out = _terms(model, mdata)
     expected = symmetric_kl(inf["logit"]["rna"], inf["logit"]["prot"]).mean()
     assert torch.allclose(out.extra_metrics["contrastive"], expected, rtol=1e-5)
@@ -68,18 +72,38 @@ def test_anchors_can_be_encoded_without_gradient(mdata):
     inf = mod.inference(**mod._get_inference_input(tensors))
     assert not inf["z_anchor"]["rna"].requires_grad
     assert inf["z"]["rna"].requires_grad
-    paper = _model(mdata.copy(), preset="paper")
+    paper = _model(mdata.copy(), objective="paper")
     paper.module.train()
     inf = paper.module.inference(**paper.module._get_inference_input(tensors))
     assert inf["z_anchor"]["rna"].requires_grad
 
 
 def test_preset_options_can_be_overridden_and_are_checked(mdata):
-    model = _model(mdata, preset="paper", fusion="product", lambda_contrast=0.0)
-    assert model.fusion == "product" and model.module.lambda_contrast == 0.0
-    with pytest.raises(ValueError, match="preset"):
-        _model(mdata.copy(), preset="papr")
+    model = _model(mdata, objective="paper", fusion="product", lambda_contrast=0.0)
+    assert model.fusion == "product" and model.module.objective.lambda_contrast == 0.0
+    with pytest.raises(ValueError, match="papr"):
+        _model(mdata.copy(), objective="papr")
     with pytest.raises(ValueError, match="softmax"):
         _model(mdata.copy(), coefficients="relu", agreement="kl")
+    with pytest.raises(ValueError, match="'gamma' is an option of coefficients='relu'"):
+        _model(mdata.copy(), gamma=2.0)  # the default's softmax coefficients ignore it
     fused = model.get_coefficients()
     np.testing.assert_allclose(fused.sum(1), 1.0, rtol=1e-5)
+
+
+def test_former_names_still_work_and_warn(mdata):
+    with pytest.warns(FutureWarning, match="objective="):
+        model = _model(mdata, preset="paper")
+    assert model.preset == "paper" and model.objective.fusion == "mean"
+    with pytest.warns(FutureWarning, match="paper_local"):
+        model = _model(mdata.copy(), objective="v0.1")
+    assert model.preset == "paper_local"
+    assert model.objective.options == PRESETS["paper_local"].options
+
+
+def test_the_objective_survives_save_and_load(mdata, tmp_path):
+    model = _model(mdata, objective="paper", fusion="product", lambda_contrast=0.5)
+    model.save(tmp_path / "m")
+    loaded = scmsi.SCMSI.load(tmp_path / "m", adata=mdata)
+    assert loaded.objective == model.objective and loaded.preset == "paper"
+    assert loaded.module.objective == model.module.objective

@@ -85,3 +85,16 @@ class OutputKeys:
     def clusters(self, method: str) -> str:
         """obs key of the ``n_clusters`` clusters of ``method`` (kmeans, spectral)."""
         return f"{self.key}_{method}"
+
+
+def declared_modality_types(mdata) -> dict[str, str] | None:
+    """``mdata.uns["modality_types"]`` as ``{modality: type}`` in the MuData's modality order
+    (an .h5mu stores uns keys sorted), the modalities it names that the MuData lacks last;
+    None when the MuData does not declare its types. The one reader of that key: the model,
+    the CLI and the benchmarks decide what a missing or partial declaration means."""
+    declared = mdata.uns.get(MODALITY_TYPES_KEY)
+    if declared is None:
+        return None
+    declared = {str(m): str(k) for m, k in dict(declared).items()}
+    order = [m for m in mdata.mod if m in declared]
+    return {m: declared[m] for m in order + [m for m in declared if m not in order]}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import os
 import re
@@ -19,7 +20,7 @@ import signal
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Literal
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ from scvi.train import TrainingPlan
 from . import _validation as val
 from ._anchors import default_n_anchors, select_anchors
 from ._backed import dense, read_rows
-from ._constants import CONTEXT_LAYERS_KEY
+from ._constants import CONTEXT_LAYERS_KEY, declared_modality_types
 from ._fusion import (
     N_WEIGHT_DRAWS,
     Fusion,
@@ -63,6 +64,7 @@ from ._mosaic import (
     observed_mask,
     prepare_query,
 )
+from ._objective import PRESET_ALIASES, PRESETS, Objective, ReluOptions, SoftmaxOptions, resolve
 from ._quiet import log_every_n_steps, quiet_lightning
 from ._settings import settings
 
@@ -83,50 +85,6 @@ _KIND_BY_NAME = {
 }
 _ANNDATA_RNA, _ANNDATA_PROT = "rna", "prot"
 _MIN_EPOCHS = 10
-# Named objectives. "paper": Zhang et al. 2023 as published (ReLU-threshold self-expressive
-# network, plain elastic net and error, squared-difference contrast at 0.1, mean fusion).
-# "v0.1": the package's first default (the paper plus a threshold that keeps each cell's best
-# anchor, locality-weighted L1 and a scale-free error). "default": softmax (kernel)
-# coefficients, symmetric-KL agreement, product-of-experts fusion, joint-latent embedding, a
-# 200-epoch budget; see docs/notes/quality.md for where and why it departs from the paper.
-PRESETS: dict[str, dict] = {
-    "default": {
-        "coefficients": "softmax",
-        "agreement": "kl",
-        "lambda_contrast": 1.0,
-        "locality": False,
-        "ceiling": True,
-        "scale_free": True,
-        "anchor_grad": True,
-        "fusion": "product",
-        "embedding": "latent",
-        "epoch_budget": 200,
-    },
-    "v0.1": {
-        "coefficients": "relu",
-        "agreement": "squared",
-        "lambda_contrast": 0.1,
-        "locality": True,
-        "ceiling": True,
-        "scale_free": True,
-        "anchor_grad": True,
-        "fusion": "mean",
-        "embedding": "pca",
-        "epoch_budget": 400,
-    },
-    "paper": {
-        "coefficients": "relu",
-        "agreement": "squared",
-        "lambda_contrast": 0.1,
-        "locality": False,
-        "ceiling": False,
-        "scale_free": False,
-        "anchor_grad": True,
-        "fusion": "mean",
-        "embedding": "pca",
-        "epoch_budget": 400,
-    },
-}
 # True while `load`/`load_query_data` build a model whose anchors come from a saved state.
 _FROM_STATE = contextvars.ContextVar("scmsi_from_state", default=False)
 
@@ -193,60 +151,28 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         type ``counts``, else ``continuous``, ``accessibility``, ``protein``.
     n_hidden, n_layers, dropout_rate
         Network widths, depth and encoder dropout.
-    n_embed
-        Query/key dimension of the self-expressive networks.
     gene_likelihood
         ``"nb"`` (default) or ``"zinb"`` for ``counts`` modalities.
     accessibility_likelihood
         ``"bernoulli"`` (default; peaks binarised, as PeakVI/MultiVI) or ``"poisson"``
         (integer fragment counts) for ``accessibility`` modalities.
-    preset
-        Named objective: ``"default"`` (softmax coefficients, KL agreement, product fusion),
-        ``"paper"`` (the published objective) or ``"v0.1"`` (the package's first default);
-        see :data:`PRESETS`. Options below left at None take the preset's value.
-    lambda_se, lambda_contrast
-        Weights of the self-expressive and contrastive losses.
-    lambda_cross
-        Weight of the cross-modal reconstruction: on the cells that have modalities m and m',
-        m is also decoded from its latent rebuilt with the coefficients of m'
-        (``C^m' z^m_anchor``) and scored by its likelihood. This trains each modality's
-        coefficients to rebuild the others, which imputing a missing modality relies on
-        (:meth:`impute`); without it the coefficients of a modality need not be local enough to
-        impute another. Default: 1 when some cells lack a modality, else 0 (the paper's
-        objective); set it to 1 to train a complete reference that will impute queries
-        lacking a modality.
-    gamma, lam
-        Elastic-net weight and L1 share of the coefficient regulariser (ReLU coefficients).
-    locality
-        Weigh each coefficient's L1 penalty by the latent distance between the cell and the
-        anchor, so that cells are expressed over nearby anchors (after SMCE, Elhamifar & Vidal
-        2011). Without it a modality can rebuild every cell from the anchors of one cell type
-        and its coefficients stop telling cell types apart. False gives the paper's plain
-        elastic net. ReLU coefficients only.
-    coefficients
-        ``"softmax"``: each cell's coefficients are a distribution over the anchors, a kernel
-        on the latent distance with a learned per-dimension bandwidth (no threshold that can
-        die, no hub anchors: local by construction); ``"relu"``: the paper's network.
-    ceiling
-        ReLU coefficients: the learned threshold never cuts a cell's best anchor.
-    agreement
-        ``"kl"``: the contrastive term is the symmetric KL divergence between the modalities'
-        anchor distributions; ``"squared"``: the paper's squared difference.
-    scale_free
-        Divide the self-expression error by the anchors' latent variance.
-    anchor_grad
-        Backpropagate through the anchors' encoding at every step; False encodes them without
-        gradient (a third less encoder work per step).
-    fusion
-        Default fusion of the modalities' coefficients for :meth:`get_coefficients` and
-        :func:`scmsi.tl.embed_and_cluster` (one of :data:`FUSIONS`).
-    embedding
-        Default embedding in :func:`scmsi.tl.embed_and_cluster`: ``"latent"`` (every
-        modality's latent, standardised, concatenated), ``"rebuilt"`` (those latents rebuilt
-        by the fused affinity) or ``"pca"`` (of the fused coefficients).
+    objective
+        The training objective, with the fusion and embedding that go with it: a name of
+        :data:`~scmsi._objective.PRESETS` (``"default"``: softmax coefficients, KL agreement,
+        product fusion, joint-latent embedding; ``"paper"``: the published objective;
+        ``"paper_local"``: the paper plus a best-anchor ceiling, locality-weighted L1 and a
+        scale-free error) or an :class:`~scmsi._objective.Objective`. Stored, resolved, as
+        ``model.objective``. ``preset=`` is a deprecated name of this argument, and
+        ``"v0.1"`` of ``"paper_local"``.
     seed
         Sets ``scvi.settings.seed`` before anchor selection, initialisation and training, so the
         same seed gives the same result on the same machine.
+    **overrides
+        Options of the objective that differ from the preset's, e.g. ``lambda_contrast=0.5``
+        or ``fusion="mean"``; every option is documented in :class:`~scmsi._objective.Objective`
+        (``lambda_cross`` None: 1 when some cells lack a modality, else 0). An option that the
+        objective's coefficient type ignores (``gamma`` under softmax coefficients) raises a
+        ValueError naming it.
 
     Examples
     --------
@@ -270,46 +196,16 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         n_hidden: int = 128,
         n_layers: int = 1,
         dropout_rate: float = 0.1,
-        n_embed: int = 64,
         gene_likelihood: str = "nb",
         accessibility_likelihood: str = "bernoulli",
-        preset: Literal["default", "paper", "v0.1"] = "default",
-        lambda_se: float = 1.0,
-        lambda_contrast: float | None = None,
-        lambda_cross: float | None = None,
-        gamma: float = 1.0,
-        lam: float = 0.9,
-        locality: bool | None = None,
-        coefficients: Literal["softmax", "relu"] | None = None,
-        ceiling: bool | None = None,
-        agreement: Literal["kl", "squared"] | None = None,
-        scale_free: bool | None = None,
-        anchor_grad: bool | None = None,
-        fusion: str | None = None,
-        embedding: Literal["latent", "rebuilt", "pca"] | None = None,
+        *,
+        objective: str | Objective = "default",
         seed: int = 0,
+        **overrides,
     ):
         super().__init__(adata)
         self.init_params_ = self._get_init_params(locals())
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {list(PRESETS)}, got {preset!r}.")
-        given = {
-            "lambda_contrast": lambda_contrast,
-            "locality": locality,
-            "coefficients": coefficients,
-            "ceiling": ceiling,
-            "agreement": agreement,
-            "scale_free": scale_free,
-            "anchor_grad": anchor_grad,
-            "fusion": fusion,
-            "embedding": embedding,
-        }
-        opts = {k: PRESETS[preset][k] if v is None else v for k, v in given.items()}
-        check_fusion(opts["fusion"])
-        self.preset = preset
-        self.fusion = opts.pop("fusion")
-        self.embedding = opts.pop("embedding")
-        self.epoch_budget = int(PRESETS[preset]["epoch_budget"])
+        objective, self.preset = _objective_of(objective, overrides)
         self.seed = seed
         with quiet_lightning():  # no "Seed set to" line: the seed is the user's
             scvi.settings.seed = seed
@@ -322,9 +218,68 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         )
         n_batch = self.summary_stats.n_batch
         n_cats_per_cov, cat_covs = self._categorical_covariates()
-        observed = self._observed()
+        observed = self._observed_cells()
         complete = np.logical_and.reduce(list(observed.values()))
+        anchor_idx = self._choose_anchors(
+            specs, data, complete, anchors, n_anchors, anchor_modality, seed
+        )
+        anchor = self._anchor_inputs(specs, data, anchor_idx, anchors, batch, cat_covs)
+        if accessibility_likelihood == "poisson":
+            for s in specs:
+                if s.kind == "accessibility":
+                    val.check_counts(data[s.name], f"modality '{s.name}' (Poisson accessibility)")
+        if objective.lambda_cross is None:  # imputation is a training goal when cells lack one
+            objective = replace(objective, lambda_cross=0.0 if complete.all() else 1.0)
+        self.objective = objective
+        # `load` re-runs __init__ with what is stored here: the resolved objective (a dict:
+        # the saved file needs no class of this package) and the chosen anchors (no second
+        # K-means).
+        self.init_params_["non_kwargs"]["objective"] = {
+            "preset": self.preset,
+            **objective.to_dict(),
+        }
+        self.init_params_["kwargs"] = {"overrides": {}}
+        self.init_params_["non_kwargs"]["anchors"] = self.anchor_names_.tolist()
+        self.module = self._module_cls(
+            modalities=specs,
+            anchor_data=anchor["data"],
+            anchor_batch=anchor["batch"],
+            objective=objective,
+            n_batch=n_batch,
+            n_cats_per_cov=n_cats_per_cov,
+            anchor_cat_covs=anchor["cat_covs"],
+            n_latent=n_latent,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            dropout_rate=dropout_rate,
+            gene_likelihood=gene_likelihood,
+            accessibility_likelihood=accessibility_likelihood,
+            protein_priors=_protein_priors(specs, data, observed, batch, n_batch, seed),
+            anchor_context=anchor["context"],
+        )
+        self._model_summary_string = self._summary(
+            specs, n_latent, n_batch, n_cats_per_cov, observed
+        )
 
+    @property
+    def fusion(self) -> str:
+        """The objective's default fusion (``model.objective.fusion``)."""
+        return self.objective.fusion
+
+    @property
+    def embedding(self) -> str:
+        """The objective's default embedding (``model.objective.embedding``)."""
+        return self.objective.embedding
+
+    @property
+    def epoch_budget(self) -> int:
+        """The objective's epoch budget (``model.objective.epoch_budget``)."""
+        return self.objective.epoch_budget
+
+    def _choose_anchors(
+        self, specs, data, complete, anchors, n_anchors, anchor_modality, seed
+    ) -> np.ndarray | None:
+        """Positions of the anchor cells; None when a saved state holds anchors of other cells."""
         if anchors is None:
             # Anchors are drawn from the cells that have every modality.
             candidates = np.flatnonzero(complete)
@@ -342,95 +297,73 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             x_anchor = (
                 data[anchor_mod] if complete.all() else read_rows(data[anchor_mod], candidates)
             )
-            anchor_idx = candidates[
+            return candidates[
                 select_anchors(x_anchor, n_anchors, kind=kinds[anchor_mod], seed=seed)
             ]
-        elif _FROM_STATE.get() and not self._has_cells(anchors):
+        if _FROM_STATE.get() and not self._has_cells(anchors):
             # `load`/`load_query_data` on other cells: the anchors' data come from the state.
-            anchor_idx = None
-        else:
-            anchor_idx = self._anchor_positions(anchors)
-            val.check_n_anchors(len(anchor_idx), self.adata.n_obs)
-            if not complete[anchor_idx].all():
-                bad = self.adata.obs_names[anchor_idx[~complete[anchor_idx]]][:5].tolist()
-                raise ValueError(
-                    f"Anchors must have every modality; these lack one: {bad}. Choose anchors "
-                    "among the cells that have every modality."
-                )
+            return None
+        anchor_idx = self._anchor_positions(anchors)
+        val.check_n_anchors(len(anchor_idx), self.adata.n_obs)
+        if not complete[anchor_idx].all():
+            bad = self.adata.obs_names[anchor_idx[~complete[anchor_idx]]][:5].tolist()
+            raise ValueError(
+                f"Anchors must have every modality; these lack one: {bad}. Choose anchors "
+                "among the cells that have every modality."
+            )
+        return anchor_idx
+
+    def _anchor_inputs(self, specs, data, anchor_idx, anchors, batch, cat_covs) -> dict:
+        """The anchors' data, neighbourhood inputs, batches and covariate codes (placeholders
+        when a saved state holds them); sets ``anchor_indices_`` and ``anchor_names_``."""
         if anchor_idx is None:
             n_a = len(anchors)
             anchor_names = np.asarray(anchors, dtype=str)
             anchor_data = {s.name: np.zeros((n_a, s.n_features), np.float32) for s in specs}
-            anchor_context = {s.name: anchor_data[s.name] for s in specs if s.context_key}
-            anchor_batch = np.zeros(n_a, dtype=int)
-            anchor_cat_covs = None  # from the saved state
+            out = {
+                "data": anchor_data,
+                "context": {s.name: anchor_data[s.name] for s in specs if s.context_key},
+                "batch": np.zeros(n_a, dtype=int),
+                "cat_covs": None,  # from the saved state
+            }
         else:
             anchor_names = np.asarray(self.adata.obs_names[anchor_idx])
-            anchor_data = {
-                s.name: dense(read_rows(data[s.name], anchor_idx), np.float32) for s in specs
+            out = {
+                "data": {
+                    s.name: dense(read_rows(data[s.name], anchor_idx), np.float32) for s in specs
+                },
+                "context": {
+                    s.name: dense(
+                        read_rows(self._registered(s.context_key), anchor_idx), np.float32
+                    )
+                    for s in specs
+                    if s.context_key
+                },
+                "batch": batch[anchor_idx],
+                "cat_covs": None if cat_covs is None else cat_covs[anchor_idx],
             }
-            anchor_context = {
-                s.name: dense(read_rows(self._registered(s.context_key), anchor_idx), np.float32)
-                for s in specs
-                if s.context_key
-            }
-            anchor_batch = batch[anchor_idx]
-            anchor_cat_covs = None if cat_covs is None else cat_covs[anchor_idx]
         self.anchor_indices_ = anchor_idx
         self.anchor_names_ = anchor_names
-        # `load` re-runs __init__: store the chosen anchors so it needs no second K-means.
-        self.init_params_["non_kwargs"]["anchors"] = self.anchor_names_.tolist()
+        return out
 
-        if accessibility_likelihood == "poisson":
-            for s in specs:
-                if s.kind == "accessibility":
-                    val.check_counts(data[s.name], f"modality '{s.name}' (Poisson accessibility)")
-        if lambda_cross is None:  # imputation is a training goal when some cells lack a modality
-            lambda_cross = 0.0 if complete.all() else 1.0
-        self.init_params_["non_kwargs"]["lambda_cross"] = lambda_cross
-
-        priors = {}
-        for s in specs:
-            if s.kind != "protein":
-                continue
-            rows = observed[s.name]
-            x = data[s.name] if rows.all() else read_rows(data[s.name], np.flatnonzero(rows))
-            priors[s.name] = protein_background_prior(x, batch[rows], n_batch, seed=seed)
-        self.module = self._module_cls(
-            modalities=specs,
-            anchor_data=anchor_data,
-            anchor_batch=anchor_batch,
-            n_batch=n_batch,
-            n_cats_per_cov=n_cats_per_cov,
-            anchor_cat_covs=anchor_cat_covs,
-            n_latent=n_latent,
-            n_hidden=n_hidden,
-            n_layers=n_layers,
-            dropout_rate=dropout_rate,
-            n_embed=n_embed,
-            gene_likelihood=gene_likelihood,
-            accessibility_likelihood=accessibility_likelihood,
-            lambda_se=lambda_se,
-            lambda_cross=lambda_cross,
-            gamma=gamma,
-            lam=lam,
-            protein_priors=priors,
-            anchor_context=anchor_context,
-            **opts,
-        )
+    def _summary(self, specs, n_latent, n_batch, n_cats_per_cov, observed) -> str:
         mods = ", ".join(f"{s.name} ({s.kind}, {s.n_features})" for s in specs)
-        self._model_summary_string = (
+        out = (
             f"SCMSI: modalities {mods}; "
-            f"{len(anchor_names)} anchors, n_latent={n_latent}, n_batch={n_batch}, "
-            f"preset={preset!r}"
+            f"{len(self.anchor_names_)} anchors, n_latent={n_latent}, n_batch={n_batch}, "
+            f"objective={self.preset or 'custom'!r}"
         )
+        changed = _changed_options(self.preset, self.objective)
+        if changed:
+            out += " with " + ", ".join(f"{k}={v!r}" for k, v in changed.items())
         if n_cats_per_cov:
-            self._model_summary_string += f", categorical covariates {n_cats_per_cov}"
+            out += f", categorical covariates {n_cats_per_cov}"
         n_missing = {m: int((~v).sum()) for m, v in observed.items() if not v.all()}
         if n_missing:
-            self._model_summary_string += "; cells lacking a modality: " + ", ".join(
+            out += "; cells lacking a modality: " + ", ".join(
                 f"{m} {k}" for m, k in n_missing.items()
             )
+        return out
 
     # ------------------------------------------------------------------ registration
     @classmethod
@@ -713,7 +646,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         codes = self._registered(REGISTRY_KEYS.CAT_COVS_KEY)
         return [int(n) for n in state.n_cats_per_key], np.asarray(codes, dtype=np.int64)
 
-    def _observed(self, adata_manager: AnnDataManager | None = None) -> dict[str, np.ndarray]:
+    def _observed_cells(self, adata_manager: AnnDataManager | None = None) -> dict[str, np.ndarray]:
         """``{modality: bool (N,)}``: which registered cells have each modality."""
         manager = adata_manager or self.adata_manager
         out = {}
@@ -1353,7 +1286,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         with self._registered_data(adata) as adata_v:
             manager = self.get_anndata_manager(adata_v, required=True)
             if modality is None:
-                obs = self._observed(manager)
+                obs = self._observed_cells(manager)
                 lacking = [m for m in names if not obs[m].all()]
                 if len(lacking) != 1:
                     raise ValueError(
@@ -1722,6 +1655,65 @@ class _TrainingGuard(Callback):
         module.decode_rebuilt.fill_(True)  # as after a full run (`_DecodeRebuiltAfter`)
 
 
+def _objective_of(objective, overrides: dict) -> tuple[Objective, str | None]:
+    """The resolved objective of ``SCMSI(objective=..., **overrides)`` and the name of the
+    preset it starts from (None for an :class:`Objective`)."""
+    overrides = dict(overrides)
+    legacy = "preset" in overrides  # the former name of `objective`
+    if legacy:
+        objective = overrides.pop("preset")
+        if not _FROM_STATE.get():
+            warnings.warn(
+                "`SCMSI(preset=...)` is now `SCMSI(objective=...)`; `preset=` will be removed "
+                "in the next release.",
+                FutureWarning,
+                stacklevel=3,
+            )
+    if isinstance(objective, dict):  # as `__init__` stores it for `load`
+        overrides = {**objective, **overrides}
+        objective = overrides.pop("preset", None) or "default"
+    name = PRESET_ALIASES.get(objective, objective) if isinstance(objective, str) else None
+    with warnings.catch_warnings():
+        if _FROM_STATE.get():  # a saved model: its preset's former name is no news to the user
+            warnings.simplefilter("ignore", FutureWarning)
+        base = resolve(objective)
+    if legacy:
+        overrides = _without_stored_defaults(base, overrides)
+    return resolve(base, **overrides), name
+
+
+def _without_stored_defaults(base: Objective, overrides: dict) -> dict:
+    """Models saved before :class:`Objective` stored every keyword, also the defaults of
+    options their coefficient type ignores (``gamma=1.0`` under softmax): drop those."""
+    group = SoftmaxOptions if isinstance(base.options, ReluOptions) else ReluOptions
+    ignored = dataclasses.asdict(group())
+    return {k: v for k, v in overrides.items() if not (k in ignored and v == ignored[k])}
+
+
+def _changed_options(preset: str | None, objective: Objective) -> dict:
+    """The options of ``objective`` that differ from its preset's (lambda_cross aside: the
+    data set it)."""
+    if preset is None:
+        return {}
+    ref = PRESETS[preset].to_dict()
+    return {
+        k: v for k, v in objective.to_dict().items() if k != "lambda_cross" and ref.get(k, v) != v
+    }
+
+
+def _protein_priors(specs, data, observed, batch, n_batch, seed) -> dict:
+    """``{protein modality: (mean, scale)}`` of the background prior, from the cells that
+    have the modality."""
+    priors = {}
+    for s in specs:
+        if s.kind != "protein":
+            continue
+        rows = observed[s.name]
+        x = data[s.name] if rows.all() else read_rows(data[s.name], np.flatnonzero(rows))
+        priors[s.name] = protein_background_prior(x, batch[rows], n_batch, seed=seed)
+    return priors
+
+
 def modality_kinds(mdata: MuData) -> dict[str, str]:
     """``{modality: type}`` of a MuData for :meth:`SCMSI.setup_mudata` without ``modalities=``.
 
@@ -1730,9 +1722,8 @@ def modality_kinds(mdata: MuData) -> dict[str, str]:
     from the modality names (``rna``/``gex`` -> counts, ``prot``/``adt`` -> protein,
     ``atac``/``peaks`` -> accessibility), with a warning.
     """
-    declared = mdata.uns.get("modality_types")
+    declared = declared_modality_types(mdata)
     if declared is not None:
-        declared = {str(m): str(k) for m, k in dict(declared).items()}
         absent = [m for m in declared if m not in mdata.mod]
         if absent:
             raise KeyError(

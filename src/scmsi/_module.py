@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -17,6 +17,7 @@ from torch.distributions import kl_divergence as kl
 from ._encoders import make_encoder
 from ._likelihoods import HEADS
 from ._mosaic import mask_registry_key
+from ._objective import Objective, ReluOptions
 from ._selfexpression import (
     SelfExpressiveNetwork,
     SoftmaxSelfExpression,
@@ -67,6 +68,10 @@ class SCMSIModule(BaseModuleClass):
         Raw data of the anchor cells per modality name, shape ``(A, F_m)``.
     anchor_batch
         Batch index of each anchor, shape ``(A,)``.
+    objective
+        The resolved :class:`~scmsi._objective.Objective` (loss weights, coefficient type and
+        its options, agreement, error, anchor gradients), with ``lambda_cross`` a number. The
+        module has no loss options of its own: they are documented there.
     n_batch
         Number of batches.
     n_cats_per_cov
@@ -78,48 +83,10 @@ class SCMSIModule(BaseModuleClass):
         Latent dimension per modality.
     n_hidden, n_layers, dropout_rate
         Encoder/decoder widths, depth and encoder dropout.
-    n_embed
-        Query/key embedding dimension of the self-expressive networks.
     gene_likelihood
         ``"nb"`` or ``"zinb"`` for ``counts`` modalities.
     accessibility_likelihood
         ``"bernoulli"`` (binarised peaks) or ``"poisson"`` for ``accessibility`` modalities.
-    lambda_se, lambda_contrast
-        Weights of the self-expressive and contrastive terms (paper code: 1 and 0.1). The
-        self-expression error ``||z - z_hat||^2`` is divided by the mean per-dimension variance
-        of the anchors' latents, so it is scale-free (the paper's plain error has a trivial
-        minimum where every latent shrinks to one point).
-    lambda_cross
-        Weight of the cross-modal reconstruction (:meth:`cross_expression_loss`): modality m
-        decoded from ``C^m' z^m_anchor`` and scored by its likelihood, over the cells that have
-        both m and m'. It trains every modality's coefficients to rebuild the other modalities,
-        which imputation of a missing modality relies on.
-    gamma, lam
-        Elastic-net weight and L1 share (paper: 1 and 0.9); ``coefficients="relu"`` only (a
-        softmax row always has L1 norm 1).
-    locality
-        Weigh each coefficient's L1 penalty by the latent distance between the cell and the
-        anchor (:func:`~scmsi._selfexpression.locality_weights`); False is the paper's plain
-        elastic net. ``coefficients="relu"`` only.
-    coefficients
-        ``"softmax"``: a kernel over the anchors
-        (:class:`~scmsi._selfexpression.SoftmaxSelfExpression`), each row a distribution;
-        ``"relu"``: the paper's self-expressive network with a learned threshold
-        (:class:`~scmsi._selfexpression.SelfExpressiveNetwork`).
-    ceiling
-        ``coefficients="relu"``: the threshold never cuts a cell's best anchor (False: the
-        paper's plain threshold, which can zero a whole row).
-    agreement
-        ``"kl"``: the contrastive term is the symmetric KL divergence between two modalities'
-        anchor distributions (:func:`~scmsi._selfexpression.symmetric_kl`; needs
-        ``coefficients="softmax"``); ``"squared"``: the paper's squared difference.
-    scale_free
-        Divide the self-expression error by the anchors' latent variance (False: the paper's
-        plain error).
-    anchor_grad
-        Backpropagate through the anchors' encoding at every step (the paper's). False
-        encodes the anchors without gradient (posterior means): the minibatch's cells train the
-        encoders, and a step costs about a third less encoder work.
     protein_priors
         ``{name: (mean, scale)}``, each ``(P, n_batch)``, for ``protein`` modalities.
     anchor_context
@@ -132,6 +99,7 @@ class SCMSIModule(BaseModuleClass):
         modalities: list[ModalitySpec],
         anchor_data: dict[str, np.ndarray],
         anchor_batch: np.ndarray,
+        objective: Objective,
         n_batch: int = 1,
         n_cats_per_cov: Sequence[int] = (),
         anchor_cat_covs: np.ndarray | None = None,
@@ -139,40 +107,19 @@ class SCMSIModule(BaseModuleClass):
         n_hidden: int = 128,
         n_layers: int = 1,
         dropout_rate: float = 0.1,
-        n_embed: int = 64,
         gene_likelihood: str = "nb",
         accessibility_likelihood: str = "bernoulli",
-        lambda_se: float = 1.0,
-        lambda_contrast: float = 0.1,
-        lambda_cross: float = 0.0,
-        gamma: float = 1.0,
-        lam: float = 0.9,
-        locality: bool = True,
-        coefficients: str = "relu",
-        ceiling: bool = True,
-        agreement: str = "squared",
-        scale_free: bool = True,
-        anchor_grad: bool = True,
         protein_priors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
         anchor_context: dict[str, np.ndarray] | None = None,
     ):
         super().__init__()
+        if objective.lambda_cross is None:
+            raise ValueError("The module needs a number for lambda_cross (the model sets it).")
+        self.objective = objective
         self.modalities = list(modalities)
         self.n_batch = n_batch
         self.n_cats_per_cov = [int(n) for n in n_cats_per_cov]
         self.n_latent = n_latent
-        self.lambda_se, self.lambda_contrast = lambda_se, lambda_contrast
-        self.lambda_cross = lambda_cross
-        self.gamma, self.lam = gamma, lam
-        self.locality = locality
-        if coefficients not in ("softmax", "relu"):
-            raise ValueError(f"coefficients must be 'softmax' or 'relu', got {coefficients!r}.")
-        if agreement not in ("kl", "squared"):
-            raise ValueError(f"agreement must be 'kl' or 'squared', got {agreement!r}.")
-        if agreement == "kl" and coefficients != "softmax":
-            raise ValueError("agreement='kl' compares distributions: use coefficients='softmax'.")
-        self.coefficients, self.agreement = coefficients, agreement
-        self.scale_free, self.anchor_grad = scale_free, anchor_grad
         protein_priors = protein_priors or {}
 
         self.encoders = nn.ModuleDict()
@@ -193,11 +140,7 @@ class SCMSIModule(BaseModuleClass):
                 sparse_input,
                 self.n_cats_per_cov,
             )
-            self.senets[spec.name] = (
-                SoftmaxSelfExpression(n_latent)
-                if coefficients == "softmax"
-                else SelfExpressiveNetwork(n_latent, n_hidden, n_embed, ceiling)
-            )
+            self.senets[spec.name] = _self_expression(objective, n_latent, n_hidden)
             kwargs = {
                 "n_hidden": n_hidden,
                 "n_layers": n_layers,
@@ -355,13 +298,15 @@ class SCMSIModule(BaseModuleClass):
         the data, rather than once per minibatch, is what keeps inference on N cells at the cost
         of encoding N cells (:meth:`inference`'s ``z_anchor``).
         """
-        anchor_cats = self._anchor_cats()
-        return {
-            s.name: self.encoders[s.name](
-                getattr(self, f"anchor_in_{s.name}"), self.anchor_batch, *anchor_cats
-            )[0]
-            for s in self.modalities
-        }
+        return {s.name: self.encode_anchors(s.name)[0] for s in self.modalities}
+
+    def encode_anchors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and a draw of the anchors' latents of modality ``name``, each
+        ``(A, n_latent)``, from their cached encoder input."""
+        mean, _, draw = self.encoders[name](
+            getattr(self, f"anchor_in_{name}"), self.anchor_batch, *self._anchor_cats()
+        )
+        return mean, draw
 
     @auto_move_data
     def inference(
@@ -390,7 +335,7 @@ class SCMSIModule(BaseModuleClass):
         """
         mask = self.self_mask(xs)
         obs = self._observed(xs, observed)
-        cats, anchor_cats = self._cats(cat_covs), self._anchor_cats()
+        cats = self._cats(cat_covs)
         out: dict[str, dict] = {k: {} for k in ("qz", "z", "z_anchor", "coef", "z_hat", "logit")}
         for spec in self.modalities:
             name, enc = spec.name, self.encoders[spec.name]
@@ -401,11 +346,9 @@ class SCMSIModule(BaseModuleClass):
             if z_anchor is not None:
                 za = z_anchor[name]
             else:
-                with torch.set_grad_enabled(self.anchor_grad and torch.is_grad_enabled()):
-                    za_mean, _, za = enc(
-                        getattr(self, f"anchor_in_{name}"), self.anchor_batch, *anchor_cats
-                    )
-                if use_mean or not self.anchor_grad:  # no draw: targets, not samples
+                with torch.set_grad_enabled(self.objective.anchor_grad and torch.is_grad_enabled()):
+                    za_mean, za = self.encode_anchors(name)
+                if use_mean or not self.objective.anchor_grad:  # no draw: targets, not samples
                     za = za_mean
             out["qz"][name] = Normal(qz_m, qz_v.sqrt())
             out["z"][name], out["z_anchor"][name] = z, za
@@ -450,7 +393,6 @@ class SCMSIModule(BaseModuleClass):
         batch_index = batch_index.to(self.device)
         observed = {k: v.to(self.device) for k, v in (observed or {}).items()}
         cats = self._cats(None if cat_covs is None else cat_covs.to(self.device))
-        anchor_cats = self._anchor_cats()
         mask = self.self_mask(xs)
         obs = self._observed(xs, observed)
         coefs = []
@@ -458,11 +400,11 @@ class SCMSIModule(BaseModuleClass):
         for m in sources:
             enc = self.encoders[m]
             qz_m, _, z = enc(self.encoder_input(m, xs[m], contexts.get(m)), batch_index, *cats)
-            za = enc(getattr(self, f"anchor_in_{m}"), self.anchor_batch, *anchor_cats)[0]
+            za = self.encode_anchors(m)[0]
             coefs.append(self.senets[m](z if sample else qz_m, za, mask))
         coef, has_source = self._mean_over(coefs, [obs[m] for m in sources])
-        enc, head = self.encoders[target], self.heads[target]
-        za_t = enc(getattr(self, f"anchor_in_{target}"), self.anchor_batch, *anchor_cats)[0]
+        head = self.heads[target]
+        za_t = self.encode_anchors(target)[0]
         b = batch_index if decode_batch is None else decode_batch.to(self.device)
         params = head.decode(coef @ za_t, xs[target], b, *cats)
         return expression(head, params, include_protein_background), has_source
@@ -529,17 +471,7 @@ class SCMSIModule(BaseModuleClass):
         together with the same total weight instead of privileging one reference modality. A
         pair counts only for cells that have both modalities (``observed``).
         """
-        names = list(coefs)
-        first = coefs[names[0]]
-        if len(names) < 2:
-            return torch.zeros(first.shape[0], device=first.device)
-        total = torch.zeros(first.shape[0], device=first.device)
-        for a, b in combinations(names, 2):
-            d = (coefs[a] - coefs[b]).pow(2).sum(-1)
-            if observed is not None:
-                d = torch.where(observed[a] & observed[b], d, torch.zeros_like(d))
-            total = total + d
-        return total / (len(names) - 1)
+        return _over_pairs(coefs, observed, lambda a, b: (a - b).pow(2).sum(-1))
 
     def agreement_loss(
         self, logits: dict[str, torch.Tensor], observed: dict[str, torch.Tensor] | None = None
@@ -549,15 +481,7 @@ class SCMSIModule(BaseModuleClass):
         :func:`~scmsi._selfexpression.symmetric_kl` of every pair of modalities' anchor
         distributions, counted where the cell has both (``observed``).
         """
-        names = list(logits)
-        first = logits[names[0]]
-        total = torch.zeros(first.shape[0], device=first.device)
-        for a, b in combinations(names, 2):
-            d = symmetric_kl(logits[a], logits[b])
-            if observed is not None:
-                d = torch.where(observed[a] & observed[b], d, torch.zeros_like(d))
-            total = total + d
-        return total / max(len(names) - 1, 1)
+        return _over_pairs(logits, observed, symmetric_kl)
 
     def cross_expression_loss(
         self, tensors: dict, inference_outputs: dict, observed: dict
@@ -618,25 +542,26 @@ class SCMSIModule(BaseModuleClass):
             z, z_hat = inference_outputs["z"][name], inference_outputs["z_hat"][name]
             coef = inference_outputs["coef"][name]
             za = inference_outputs["z_anchor"][name]
-            se_err = self_expression_error(z, z_hat, za, self.scale_free)
-            if self.coefficients == "relu":
-                w = locality_weights(z, za) if self.locality else None
-                se_err = se_err + self.gamma * elastic_net(coef, self.lam, w)
+            se_err = self_expression_error(z, z_hat, za, self.objective.scale_free)
+            opts = self.objective.options
+            if isinstance(opts, ReluOptions):
+                w = locality_weights(z, za) if opts.locality else None
+                se_err = se_err + opts.gamma * elastic_net(coef, opts.lam, w)
             se_total = se_total + keep(se_err)
-        if self.agreement == "kl":
+        if self.objective.agreement == "kl":
             contrast = self.agreement_loss(inference_outputs["logit"], obs)
         else:
             contrast = self.contrastive_loss(inference_outputs["coef"], obs)
         per_cell = (
             sum(rec.values())
             + kl_weight * sum(kl_local.values())
-            + self.lambda_se * se_total
-            + self.lambda_contrast * contrast
+            + self.objective.lambda_se * se_total
+            + self.objective.lambda_contrast * contrast
         )
         extra = {}
-        if self.lambda_cross > 0:
+        if self.objective.lambda_cross > 0:
             cross = self.cross_expression_loss(tensors, inference_outputs, obs)
-            per_cell = per_cell + self.lambda_cross * cross
+            per_cell = per_cell + self.objective.lambda_cross * cross
             extra["cross_expression"] = cross.mean().detach()
         return LossOutput(
             loss=per_cell.mean(),
@@ -648,6 +573,32 @@ class SCMSIModule(BaseModuleClass):
                 **extra,
             },
         )
+
+
+def _over_pairs(
+    values: dict[str, torch.Tensor],
+    observed: dict[str, torch.Tensor] | None,
+    term: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Per-cell ``sum_{m<m'} term(v^m, v^m')`` over ``M - 1``, ``(B,)``: every pair of
+    modalities with the same total weight, counted where the cell has both (``observed``)."""
+    names = list(values)
+    first = values[names[0]]
+    total = torch.zeros(first.shape[0], device=first.device)
+    for a, b in combinations(names, 2):
+        d = term(values[a], values[b])
+        if observed is not None:
+            d = torch.where(observed[a] & observed[b], d, torch.zeros_like(d))
+        total = total + d
+    return total / max(len(names) - 1, 1)
+
+
+def _self_expression(objective: Objective, n_latent: int, n_hidden: int) -> nn.Module:
+    """The self-expressive network of the objective's coefficient type."""
+    opts = objective.options
+    if isinstance(opts, ReluOptions):
+        return SelfExpressiveNetwork(n_latent, n_hidden, opts.n_embed, opts.ceiling)
+    return SoftmaxSelfExpression(n_latent, opts.perplexity)
 
 
 def expression(head, params: dict, include_protein_background: bool = False) -> torch.Tensor:

@@ -19,10 +19,9 @@ import time
 import warnings
 from pathlib import Path
 
-# The choices of --fusion, as scmsi.FUSIONS (a test checks they agree): importing the model
-# here would make --help pay for torch.
-_FUSIONS = ("product", "mean", "precision", "adaptive")
-_PRESETS = ("default", "paper", "v0.1")  # as scmsi's model presets (the same test checks them)
+from ._constants import MODALITY_TYPES_KEY, declared_modality_types
+from ._objective import FUSIONS, PRESET_NAMES
+
 _INPUT_SUFFIXES = (".h5mu", ".h5ad")
 
 
@@ -212,7 +211,7 @@ def _anndata_to_mudata(adata, key: str | None, path: Path):
     )
     mdata = mudata.MuData({"rna": rna, "prot": prot_ad})
     mdata.obs = adata.obs.copy()
-    mdata.uns["modality_types"] = {"rna": "counts", "prot": "protein"}
+    mdata.uns[MODALITY_TYPES_KEY] = {"rna": "counts", "prot": "protein"}
     return mdata
 
 
@@ -224,12 +223,9 @@ def _resolve_modalities(mdata, args) -> dict[str, str]:
     if given:
         kinds = given
         source = "--modalities"
-    elif "modality_types" in mdata.uns:
-        declared = {str(m): str(k) for m, k in dict(mdata.uns["modality_types"]).items()}
-        # in the MuData's order (an .h5mu stores uns keys sorted)
-        kinds = {m: declared[m] for m in mdata.mod if m in declared}
-        kinds.update({m: k for m, k in declared.items() if m not in kinds})
-        source = "uns['modality_types']"
+    elif (declared := declared_modality_types(mdata)) is not None:
+        kinds = declared
+        source = f"uns[{MODALITY_TYPES_KEY!r}]"
     else:
         raise CLIError(
             f"{args.input} does not say its modalities' types (no uns['modality_types']); "
@@ -284,7 +280,7 @@ def _fit_and_write(mdata, args, kinds, layers) -> int:
     import scmsi
 
     scmsi.SCMSI.setup_mudata(mdata, modalities=kinds, layers=layers, batch_key=args.batch_key)
-    model = scmsi.SCMSI(mdata, n_anchors=args.n_anchors, seed=args.seed, preset=args.preset)
+    model = scmsi.SCMSI(mdata, n_anchors=args.n_anchors, seed=args.seed, objective=args.preset)
     print(model)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -358,13 +354,13 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--seed", type=int, default=0)
     common.add_argument(
         "--preset",
-        choices=_PRESETS,
+        choices=PRESET_NAMES,
         default="default",
-        help="the model's objective: 'paper' is the published one (docs/model.md)",
+        help="the model's objective (a preset): 'paper' is the published one (docs/model.md)",
     )
     common.add_argument(
         "--fusion",
-        choices=_FUSIONS,
+        choices=FUSIONS,
         default=None,
         help="how the modalities' coefficients are fused (default: the preset's; docs/model.md)",
     )

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .._constants import CONTEXT_LAYER, CONTEXT_LAYERS_KEY, SPATIAL_KEY
+from .._constants import CONTEXT_LAYER, CONTEXT_LAYERS_KEY, MODALITY_TYPES_KEY, SPATIAL_KEY
 from .graph import _row_normalise, spatial_graph
 from .image import image_features
 
@@ -177,6 +177,6 @@ def to_mudata(
     mdata.obsp[f"{SPATIAL_KEY}_connectivities"] = graph
     if SPATIAL_KEY in adata.uns:
         mdata.uns[SPATIAL_KEY] = adata.uns[SPATIAL_KEY]
-    mdata.uns["modality_types"] = kinds
+    mdata.uns[MODALITY_TYPES_KEY] = kinds
     mdata.uns[CONTEXT_LAYERS_KEY] = context
     return mdata, kinds
