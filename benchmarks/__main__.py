@@ -15,7 +15,7 @@ n_init=10) on each embedding, and of Leiden on a 15-NN graph of the embedding, o
 method's own graph where it has one (WNN), at the resolution (0.1-2.0) whose clusters have the
 highest silhouette on the embedding (``scmsi.tl.leiden_auto``: the same rule for every method,
 no labels used), and "stable Leiden": on the same graph, the resolution whose clusters are the
-most stable under subsampling (``scmsi.tl.leiden_stable``, the package's label-free default;
+most stable under subsampling (``scmsi._cluster.leiden_stable``, the package's label-free default;
 again the same rule for every method). Ablations: ``--methods scmsi:preset=paper`` trains
 scMSI with those options in the same run.
 """
@@ -66,7 +66,7 @@ def _score(npz: dict, labels: np.ndarray, seed: int) -> dict:
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    from scmsi.tl import leiden_auto, leiden_stable
+    from scmsi._cluster import leiden_auto, leiden_stable
 
     k = len(np.unique(labels))
     out = {}

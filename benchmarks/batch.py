@@ -274,6 +274,7 @@ def run_method(method: str, mdata, seed: int, epochs: int | None) -> dict:
         }
     if method == "scmsi":
         import scmsi
+        from scmsi import _cluster
 
         m = mdata.copy()
         layers = {k: "counts" if t in ("counts", "protein") else None for k, t in types.items()}
@@ -281,7 +282,7 @@ def run_method(method: str, mdata, seed: int, epochs: int | None) -> dict:
         model = scmsi.SCMSI(m, seed=seed)
         model.train(max_epochs=epochs, enable_progress_bar=False)
         # the embedding scmsi.tl.embed_and_cluster writes to obsm["X_scmsi"]
-        emb, _ = scmsi.tl.coefficient_pca(model.get_coefficients(), model.module.n_latent, seed)
+        emb, _ = _cluster.coefficient_pca(model.get_coefficients(), model.module.n_latent, seed)
         z = model.get_latent_representation(modality="rna")
         n_epochs = len(model.history["elbo_train"])
         return {

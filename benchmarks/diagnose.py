@@ -29,7 +29,7 @@ import pandas as pd
 
 from benchmarks import peers
 from benchmarks.__main__ import LABEL_KEY, RESULTS, _load, _score
-from benchmarks._common import atomic_text
+from benchmarks._common import atomic_text, command_line
 
 TOP = 10
 
@@ -54,7 +54,7 @@ def top_overlap(a: np.ndarray, b: np.ndarray, k: int = TOP) -> float:
     return float(np.mean([len(np.intersect1d(x, y)) / k for x, y in zip(ta, tb, strict=True)]))
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.diagnose", description=__doc__)
     parser.add_argument("dataset")
     parser.add_argument("--seed", type=int, default=0)
@@ -67,16 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         "--set", nargs="*", default=[], help="SCMSI options key=value (an ablation)"
     )
     parser.add_argument("--train", nargs="*", default=[], help="train() options key=value")
-    args = parser.parse_args(argv)
+    return parser
 
-    import torch
 
+def _trained_model(m, args):
+    """The model of ``args`` (loaded from ``--model-dir`` when saved there), and its training
+    wall and CPU seconds."""
     import scmsi
 
-    torch.set_num_threads(1)
-    mdata = _load(args.dataset, smoke=False)
-    labels = mdata.obs[LABEL_KEY].astype(str).to_numpy()
-    m, types, _ = peers.scmsi_setup(mdata)
     kwargs = {} if args.preset is None else {"objective": args.preset}
     kwargs |= {k: peers._option(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     train_kwargs = {k: peers._option(v) for k, v in (kv.split("=", 1) for kv in args.train)}
@@ -88,63 +86,83 @@ def main(argv: list[str] | None = None) -> int:
         model.train(max_epochs=args.epochs, enable_progress_bar=False, **train_kwargs)
         if args.model_dir:
             model.save(args.model_dir)
-    train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
-    torch.set_num_threads(1)
-    coefs = model.get_coefficients(m, return_all=True, fusion=model.fusion)
+    return model, time.perf_counter() - t0, time.process_time() - c0
+
+
+def _representations(model, m, mdata, types, coefs, seed: int):
+    """``(name, embedding, coefficients or None)`` of every representation scored."""
+    import scmsi
+    from scmsi import _cluster
+
     latents = model.get_latent_representation(m)
     n_comps = model.module.n_latent
-
-    rows, saved = [], {"labels": labels.astype(str)}
-
-    def add(name: str, emb: np.ndarray, coef: np.ndarray | None = None) -> None:
-        saved[name] = emb
-        s = _score({"embedding": emb}, labels, args.seed)
-        rows.append(
-            {
-                "representation": name,
-                "eff. anchors": f"{effective_anchors(coef):.1f}" if coef is not None else "",
-                "hub share": f"{hub_share(coef):.2f}" if coef is not None else "",
-                "k-means ARI": f"{s['kmeans_ari']:.3f}",
-                "label-free ARI (clusters)": f"{s['leiden_ari']:.3f} ({s['leiden_n']})",
-            }
-        )
-
-    rebuilt = scmsi.tl.rebuilt_projection(model)
+    rebuilt = _cluster.rebuilt_projection(model)
     for mod in model.modality_names:
-        pca = scmsi.tl.coefficient_pca(coefs[mod], n_comps, args.seed)[0]
-        add(f"C^{mod}, PCA", pca, coefs[mod])
-        add(f"C^{mod}, rebuilt latents", scmsi.tl.project_coefficients(coefs[mod], rebuilt))
+        pca = _cluster.coefficient_pca(coefs[mod], n_comps, seed)[0]
+        yield f"C^{mod}, PCA", pca, coefs[mod]
+        yield f"C^{mod}, rebuilt latents", _cluster.project_coefficients(coefs[mod], rebuilt), None
     fused = coefs["fused"]
-    add(
+    yield (
         f"fused ({model.fusion}), rebuilt latents",
-        scmsi.tl.project_coefficients(fused, rebuilt),
+        _cluster.project_coefficients(fused, rebuilt),
+        None,
     )
-    add(
+    yield (
         f"fused ({model.fusion}), PCA",
-        scmsi.tl.coefficient_pca(fused, n_comps, args.seed)[0],
+        _cluster.coefficient_pca(fused, n_comps, seed)[0],
         fused,
     )
-    add(
+    yield (
         f"fused ({model.fusion}), anchor spectral",
         scmsi.tl.anchor_spectral_embedding(fused, n_comps),
+        None,
     )
     for mod in model.modality_names:
-        add(f"z^{mod}", latents[mod])
+        yield f"z^{mod}", latents[mod], None
     zs = [(z - z.mean(0)) / np.maximum(z.std(0), 1e-12) for z in latents.values()]
-    add("latents standardised, concatenated", np.concatenate(zs, 1))
+    yield "latents standardised, concatenated", np.concatenate(zs, 1), None
     for mod, kind in types.items():
-        add(f"input {mod} ({kind}), PCA", peers.process_modality(mdata, mod, kind, args.seed)[1])
+        yield f"input {mod} ({kind}), PCA", peers.process_modality(mdata, mod, kind, seed)[1], None
+
+
+def _score_row(name: str, emb, coef, labels, seed: int) -> dict:
+    s = _score({"embedding": emb}, labels, seed)
+    return {
+        "representation": name,
+        "eff. anchors": f"{effective_anchors(coef):.1f}" if coef is not None else "",
+        "hub share": f"{hub_share(coef):.2f}" if coef is not None else "",
+        "k-means ARI": f"{s['kmeans_ari']:.3f}",
+        "label-free ARI (clusters)": f"{s['leiden_ari']:.3f} ({s['leiden_n']})",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    mdata = _load(args.dataset, smoke=False)
+    labels = mdata.obs[LABEL_KEY].astype(str).to_numpy()
+    m, types, _ = peers.scmsi_setup(mdata)
+    model, train_s, train_cpu = _trained_model(m, args)
+    torch.set_num_threads(1)
+    coefs = model.get_coefficients(m, return_all=True, fusion=model.fusion)
+
+    rows, saved = [], {"labels": labels.astype(str)}
+    for name, emb, coef in _representations(model, m, mdata, types, coefs, args.seed):
+        saved[name] = emb
+        rows.append(_score_row(name, emb, coef, labels, args.seed))
 
     agree = [
         f"{a}-{b}: {top_overlap(coefs[a], coefs[b]):.2f}"
         for a, b in combinations(model.modality_names, 2)
     ]
     notes = model.module.describe() if hasattr(model.module, "describe") else ""
-    cmd = " ".join(sys.argv[1:] if argv is None else argv)
     lines = [
         f"# Diagnosis: {args.dataset}",
         "",
-        f"Command: `python -m benchmarks.diagnose {cmd}`",
+        f"Command: `{command_line('benchmarks.diagnose', argv)}`",
         "",
         f"Model: preset={model.preset!r}, {model.module.n_anchors} anchors, "
         f"{len(model.history['elbo_train'])} epochs, seed {args.seed}; training {train_s:.0f} s "

@@ -447,140 +447,157 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else common.RESULTS
     cmd = common.command_line("benchmarks.mapping")
 
+    ctx = {
+        "args": args,
+        "mdata": mdata,
+        "h5mu": h5mu,
+        "work": work,
+        "max_epochs": max_epochs,
+        "name": name,
+        "out_dir": out_dir,
+        "cmd": cmd,
+    }
     if "mapping" in tasks:
-        rows = []
-        for seed in range(args.seeds):
-            job = {"task": "mapping", "method": "scmsi", "seed": seed, "max_epochs": max_epochs}
-            res = _run_job(job, h5mu, work, args.threads)
-            rows += _mapping_rows(mdata, res, seed)
-            n_epochs, n_anchors = int(res["n_epochs"]), int(res["n_anchors"])
-        table = pd.DataFrame(rows)
-        cols = [
-            "accuracy",
-            "macro_f1",
-            "query_kmeans_ari",
-            "pred_label_ari",
-            "ref_kmeans_ari",
-            "share_conf_ge_0.9",
-            "accuracy_conf_ge_0.9",
-            "accuracy_conf_lt_0.9",
-            "train_s",
-            "map_s",
-        ]
-        summary = _summary(table, ["method"], cols)
-        lines = [
-            f"# Query mapping: {name}",
-            "",
-            f"Command: `{cmd}`",
-            "",
-            f"Reference: a random {1 - QUERY_FRACTION:.0%} of the cells (per seed); query: the "
-            f"other {QUERY_FRACTION:.0%}, mapped with no retraining. Mean ± sd over seeds.",
-            "",
-            summary.to_markdown(index=False),
-            "",
-            "- **accuracy / macro_f1**: label transfer, 15-NN with Gaussian weights "
-            "(`scmsi.tl.transfer_labels`) for scMSI, plain 15-NN for the baselines.",
-            "- **query_kmeans_ari**: k-means (k = number of labelled types, n_init=10) on the "
-            "query cells' embedding alone (scMSI: the reference PCA of fused coefficients, "
-            "projected); **pred_label_ari**: ARI of the transferred labels.",
-            "- **ref_kmeans_ari**: k-means ARI on the reference cells (the model's own "
-            "training cells), for comparison.",
-            "- **share/accuracy conf ≥ 0.9**: the per-cell confidence "
-            "(`obs['cell_type_confidence']`) separates reliable from doubtful transfers.",
-            f"- scMSI: package defaults ({n_anchors} anchors, early stopping; last run "
-            f"{n_epochs} epochs); times in seconds (1 thread).",
-            "- Baselines: RNA = `normalize_total(1e4)` + log1p, PCA "
-            f"({N_PCS_RNA} comps) fitted on the reference, query projected; protein = per-cell "
-            "CLR.",
-        ]
-        lines += _footer(args, mdata.n_obs)
-        lines += ["", f"Per-seed results: `{name}_mapping.csv`."]
-        _write(out_dir / f"{name}_mapping.md", lines)
-        table.to_csv(out_dir / f"{name}_mapping.csv", index=False)
-
+        _mapping_task(**ctx)
     if "imputation" in tasks:
-        rows, per_protein = [], []
-        for fraction in HIDDEN_FRACTIONS:
-            for seed in range(args.seeds):
-                results = {}
-                methods = ["scmsi", "totalvi"]
-                if args.ablation and fraction == HIDDEN_FRACTIONS[0]:
-                    methods.append("scmsi_nocross")
-                for method in methods:
-                    job = {
-                        "task": "imputation",
-                        "method": method,
-                        "fraction": fraction,
-                        "seed": seed,
-                        "max_epochs": max_epochs,
-                    }
-                    results[method] = _run_job(job, h5mu, work, args.threads)
-                r, p = _imputation_rows(mdata, results, fraction, seed)
-                rows += r
-                per_protein += p
-        table = pd.DataFrame(rows)
-        summary = _summary(
-            table,
-            ["hidden_fraction", "method"],
-            ["pearson", "spearman", "spearman_sd_vs_abs_error", "train_s"],
-        )
-        pp = pd.DataFrame(per_protein)
-        by_protein = (
-            pp.groupby(["hidden_fraction", "method", "protein"], sort=False)[
-                ["pearson", "spearman"]
-            ]
-            .mean()
-            .round(3)
-            .reset_index()
-        )
-        wide = by_protein.pivot_table(
-            index=["protein"], columns=["hidden_fraction", "method"], values="pearson"
-        ).round(3)
-        lines = [
-            f"# Protein imputation: {name}",
-            "",
-            f"Command: `{cmd}`",
-            "",
-            "The protein of a random subset of cells (hidden fraction) is removed before "
-            "training; each method predicts it, and the prediction is compared with the hidden "
-            "per-cell CLR values. Correlations per protein over the hidden cells, then averaged "
-            "over the proteins; mean ± sd over seeds.",
-            "",
-            summary.to_markdown(index=False),
-            "",
-            "- **scMSI**: cells absent from the protein AnnData, `scmsi.pp.pad_modalities`, "
-            "package defaults (for mosaic data these include the cross-modal reconstruction "
-            "term, `lambda_cross=1`), then `model.impute(modality='prot')`: protein latent "
-            "rebuilt over the anchors with the RNA coefficients, decoded. *denoised* = "
-            "foreground only (default output); *with background* = "
-            "`include_protein_background=True` (expected counts of the mixture).",
-            "- **totalVI**: scvi-tools TOTALVI defaults on all cells; the hidden cells' protein "
-            "counts are zero and they form their own batch (`pseudo_batch`), which totalVI's "
-            "`protein_batch_mask` excludes from the protein likelihood; prediction = "
-            "`get_normalized_expression(transform_batch='measured', n_samples=25, "
-            "include_protein_background=False/True)` protein. totalVI has no other way to "
-            "leave out the protein of a random subset of cells.",
-            "- **k-NN on RNA**: RNA `normalize_total(1e4)` + log1p, PCA "
-            f"({N_PCS_RNA} comps) on all cells; mean CLR protein of the {N_NEIGHBORS} nearest "
-            "measured cells.",
-            "- scMSI's and totalVI's predictions are put through the same per-cell CLR as the "
-            "truth before correlating. *scMSI without cross term* (with `--ablation`, first "
-            "hidden fraction only): `lambda_cross=0`, the paper's objective alone. "
-            "**spearman_sd_vs_abs_error**: rank correlation between "
-            "scMSI's imputation sd (25 posterior draws, denoised output) and its absolute error "
-            "(CLR), over all hidden cells and proteins: > 0 means the sd flags the worse "
-            "imputations.",
-            "",
-            "Per-protein Pearson (mean over seeds):",
-            "",
-            wide.to_markdown(),
-        ]
-        lines += _footer(args, mdata.n_obs)
-        lines += ["", f"Per-seed results: `{name}_imputation.csv`."]
-        _write(out_dir / f"{name}_imputation.md", lines)
-        table.to_csv(out_dir / f"{name}_imputation.csv", index=False)
-        pp.to_csv(out_dir / f"{name}_imputation_per_protein.csv", index=False)
+        _imputation_task(**ctx)
     return 0
+
+
+def _mapping_task(args, mdata, h5mu, work, max_epochs, name, out_dir, cmd) -> None:
+    """Label transfer to held-out query cells: runs the seeds, writes the report and CSV."""
+    rows = []
+    for seed in range(args.seeds):
+        job = {"task": "mapping", "method": "scmsi", "seed": seed, "max_epochs": max_epochs}
+        res = _run_job(job, h5mu, work, args.threads)
+        rows += _mapping_rows(mdata, res, seed)
+        n_epochs, n_anchors = int(res["n_epochs"]), int(res["n_anchors"])
+    table = pd.DataFrame(rows)
+    cols = [
+        "accuracy",
+        "macro_f1",
+        "query_kmeans_ari",
+        "pred_label_ari",
+        "ref_kmeans_ari",
+        "share_conf_ge_0.9",
+        "accuracy_conf_ge_0.9",
+        "accuracy_conf_lt_0.9",
+        "train_s",
+        "map_s",
+    ]
+    summary = _summary(table, ["method"], cols)
+    lines = [
+        f"# Query mapping: {name}",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        f"Reference: a random {1 - QUERY_FRACTION:.0%} of the cells (per seed); query: the "
+        f"other {QUERY_FRACTION:.0%}, mapped with no retraining. Mean ± sd over seeds.",
+        "",
+        summary.to_markdown(index=False),
+        "",
+        "- **accuracy / macro_f1**: label transfer, 15-NN with Gaussian weights "
+        "(`scmsi.tl.transfer_labels`) for scMSI, plain 15-NN for the baselines.",
+        "- **query_kmeans_ari**: k-means (k = number of labelled types, n_init=10) on the "
+        "query cells' embedding alone (scMSI: the reference PCA of fused coefficients, "
+        "projected); **pred_label_ari**: ARI of the transferred labels.",
+        "- **ref_kmeans_ari**: k-means ARI on the reference cells (the model's own "
+        "training cells), for comparison.",
+        "- **share/accuracy conf ≥ 0.9**: the per-cell confidence "
+        "(`obs['cell_type_confidence']`) separates reliable from doubtful transfers.",
+        f"- scMSI: package defaults ({n_anchors} anchors, early stopping; last run "
+        f"{n_epochs} epochs); times in seconds (1 thread).",
+        "- Baselines: RNA = `normalize_total(1e4)` + log1p, PCA "
+        f"({N_PCS_RNA} comps) fitted on the reference, query projected; protein = per-cell "
+        "CLR.",
+    ]
+    lines += _footer(args, mdata.n_obs)
+    lines += ["", f"Per-seed results: `{name}_mapping.csv`."]
+    _write(out_dir / f"{name}_mapping.md", lines)
+    table.to_csv(out_dir / f"{name}_mapping.csv", index=False)
+
+
+def _imputation_task(args, mdata, h5mu, work, max_epochs, name, out_dir, cmd) -> None:
+    """Protein imputation of hidden cells: runs fractions x seeds x methods, writes reports."""
+    rows, per_protein = [], []
+    for fraction in HIDDEN_FRACTIONS:
+        for seed in range(args.seeds):
+            results = {}
+            methods = ["scmsi", "totalvi"]
+            if args.ablation and fraction == HIDDEN_FRACTIONS[0]:
+                methods.append("scmsi_nocross")
+            for method in methods:
+                job = {
+                    "task": "imputation",
+                    "method": method,
+                    "fraction": fraction,
+                    "seed": seed,
+                    "max_epochs": max_epochs,
+                }
+                results[method] = _run_job(job, h5mu, work, args.threads)
+            r, p = _imputation_rows(mdata, results, fraction, seed)
+            rows += r
+            per_protein += p
+    table = pd.DataFrame(rows)
+    summary = _summary(
+        table,
+        ["hidden_fraction", "method"],
+        ["pearson", "spearman", "spearman_sd_vs_abs_error", "train_s"],
+    )
+    pp = pd.DataFrame(per_protein)
+    by_protein = (
+        pp.groupby(["hidden_fraction", "method", "protein"], sort=False)[["pearson", "spearman"]]
+        .mean()
+        .round(3)
+        .reset_index()
+    )
+    wide = by_protein.pivot_table(
+        index=["protein"], columns=["hidden_fraction", "method"], values="pearson"
+    ).round(3)
+    lines = [
+        f"# Protein imputation: {name}",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        "The protein of a random subset of cells (hidden fraction) is removed before "
+        "training; each method predicts it, and the prediction is compared with the hidden "
+        "per-cell CLR values. Correlations per protein over the hidden cells, then averaged "
+        "over the proteins; mean ± sd over seeds.",
+        "",
+        summary.to_markdown(index=False),
+        "",
+        "- **scMSI**: cells absent from the protein AnnData, `scmsi.pp.pad_modalities`, "
+        "package defaults (for mosaic data these include the cross-modal reconstruction "
+        "term, `lambda_cross=1`), then `model.impute(modality='prot')`: protein latent "
+        "rebuilt over the anchors with the RNA coefficients, decoded. *denoised* = "
+        "foreground only (default output); *with background* = "
+        "`include_protein_background=True` (expected counts of the mixture).",
+        "- **totalVI**: scvi-tools TOTALVI defaults on all cells; the hidden cells' protein "
+        "counts are zero and they form their own batch (`pseudo_batch`), which totalVI's "
+        "`protein_batch_mask` excludes from the protein likelihood; prediction = "
+        "`get_normalized_expression(transform_batch='measured', n_samples=25, "
+        "include_protein_background=False/True)` protein. totalVI has no other way to "
+        "leave out the protein of a random subset of cells.",
+        "- **k-NN on RNA**: RNA `normalize_total(1e4)` + log1p, PCA "
+        f"({N_PCS_RNA} comps) on all cells; mean CLR protein of the {N_NEIGHBORS} nearest "
+        "measured cells.",
+        "- scMSI's and totalVI's predictions are put through the same per-cell CLR as the "
+        "truth before correlating. *scMSI without cross term* (with `--ablation`, first "
+        "hidden fraction only): `lambda_cross=0`, the paper's objective alone. "
+        "**spearman_sd_vs_abs_error**: rank correlation between "
+        "scMSI's imputation sd (25 posterior draws, denoised output) and its absolute error "
+        "(CLR), over all hidden cells and proteins: > 0 means the sd flags the worse "
+        "imputations.",
+        "",
+        "Per-protein Pearson (mean over seeds):",
+        "",
+        wide.to_markdown(),
+    ]
+    lines += _footer(args, mdata.n_obs)
+    lines += ["", f"Per-seed results: `{name}_imputation.csv`."]
+    _write(out_dir / f"{name}_imputation.md", lines)
+    table.to_csv(out_dir / f"{name}_imputation.csv", index=False)
+    pp.to_csv(out_dir / f"{name}_imputation_per_protein.csv", index=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -490,6 +490,7 @@ def scmsi_default(mdata: md.MuData, seed: int, preset: dict | None = None) -> Pe
     retraining, since the fusion only reads the trained coefficients.
     """
     import scmsi
+    from scmsi import _cluster
     from scmsi._fusion import fusion_scale
 
     m, types, layers = scmsi_setup(mdata)
@@ -503,8 +504,8 @@ def scmsi_default(mdata: md.MuData, seed: int, preset: dict | None = None) -> Pe
     scmsi.tl.embed_and_cluster(m, model, umap=False, seed=seed)
     n_epochs = len(model.history["elbo_train"])
     inputs = ", ".join(f"{mod}: {kind} ({layers[mod] or '.X'})" for mod, kind in types.items())
-    fusion = m.uns["scmsi_pca"]["fusion"]
-    embedding = m.uns["scmsi_pca"]["embedding"]
+    fusion = m.uns["scmsi_embedding"]["fusion"]
+    embedding = m.uns["scmsi_embedding"]["embedding"]
     what = {
         "latent": "joint latent (every modality's latent, standardised, concatenated)",
         "rebuilt": "latents rebuilt by the fused coefficients",
@@ -518,36 +519,36 @@ def scmsi_default(mdata: md.MuData, seed: int, preset: dict | None = None) -> Pe
     )
     extras = {}
     if embedding != "pca":
-        proj = scmsi.tl.rebuilt_projection(model)
+        proj = _cluster.rebuilt_projection(model)
 
         def embed(coef):
-            return scmsi.tl.project_coefficients(coef, proj)
+            return _cluster.project_coefficients(coef, proj)
 
         # Ablations, no retraining: the same fused coefficients, embedded otherwise.
         fused_coef = m.obsm["scmsi_coef"]
-        extras["embedding_embedding_pca"] = scmsi.tl.coefficient_pca(
+        extras["embedding_embedding_pca"] = _cluster.coefficient_pca(
             fused_coef, model.module.n_latent, seed
         )[0]
         if embedding == "latent":
             # the fusion only matters to the affinity's embeddings: ablate it there
             extras["embedding_embedding_rebuilt"] = embed(fused_coef)
-            mean_coef = scmsi.tl.project_batches(m, model, None, None, "mean")[1]
+            mean_coef = _cluster.project_batches(m, model, None, None, "mean")[1]
             extras["embedding_embedding_rebuilt-fusion-mean"] = embed(mean_coef)
         else:
             latents = {mod: m.obsm[f"X_scmsi_{mod}"] for mod in model.modality_names}
-            stats = scmsi.tl.latent_standardisation(model)
-            extras["embedding_embedding_latent"] = scmsi.tl.joint_latent(latents, stats)
+            stats = _cluster.latent_standardisation(model)
+            extras["embedding_embedding_latent"] = _cluster.joint_latent(latents, stats)
     else:
 
         def embed(coef):
-            return scmsi.tl.coefficient_pca(coef, model.module.n_latent, seed)[0]
+            return _cluster.coefficient_pca(coef, model.module.n_latent, seed)[0]
 
     if len(types) > 1 and embedding != "latent":
         # Ablation, no retraining: the same coefficients under the other fusions.
         for other in (f for f in scmsi.FUSIONS if f != fusion):
             scale = fusion_scale(model, m, other)
             # one pass: fused coefficients and the weights they were fused with
-            _, coef, _, weights = scmsi.tl.project_batches(m, model, None, None, other, None, scale)
+            _, coef, _, weights = _cluster.project_batches(m, model, None, None, other, None, scale)
             if weights is not None:
                 w = dict(zip(model.modality_names, weights.mean(0).round(2).tolist(), strict=True))
                 notes += f" Mean {other}-fusion weights: {w}."

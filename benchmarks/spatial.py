@@ -14,7 +14,7 @@ resolution search and refinement). Methods:
 
 - ``scmsi``: ``scmsi.spatial.to_mudata`` defaults (RNA counts, 3,000 HVGs; image features where
   there is an image; niche modality; graph-aware encoder on RNA and image), ``SCMSI`` trained
-  ``--epochs`` epochs (default: the package's), ``scmsi.tl.spatial_domains(n_domains=k)`` with
+  ``--epochs`` epochs (default: the package's), ``scmsi.spatial.spatial_domains(n_domains=k)`` with
   the package defaults (its own tied mixture on the spectral embedding of the smoothed
   coefficients, refined). Label-free domains (``n_domains=None``) as ``auto ARI (n)``.
   ``scmsi [k-means]``: the same models clustered by k-means (the clustering before this
@@ -149,15 +149,15 @@ def _scmsi(args, adata, k: int, shape_n: int, out: dict) -> tuple[np.ndarray, st
     model.train(max_epochs=args.epochs, enable_progress_bar=False)
     n_epochs = len(model.history["elbo_train"])
     out["train_s"] = time.perf_counter() - out["t0"]
-    labels = scmsi.tl.spatial_domains(mdata, model, n_domains=k, seed=args.seed)
+    labels = scmsi.spatial.spatial_domains(mdata, model, n_domains=k, seed=args.seed)
     params = mdata.uns["scmsi_domain"]["params"]
     out["embedding"] = mdata.obsm["X_scmsi_domain"]
     out["modalities_used"] = np.asarray(params["modalities"], dtype=str)
-    auto = scmsi.tl.spatial_domains(mdata, model, seed=args.seed, key_added="auto")
+    auto = scmsi.spatial.spatial_domains(mdata, model, seed=args.seed, key_added="auto")
     out["labels_auto"] = np.asarray(auto).astype(str)
     # the same model clustered as before this harness's tied mixture (k-means): without the
     # graph encoder, that is the v0.1 spatial pipeline
-    km = scmsi.tl.spatial_domains(
+    km = scmsi.spatial.spatial_domains(
         mdata, model, n_domains=k, seed=args.seed, method="kmeans", key_added="km"
     )
     out["extra_labels_k-means"] = np.asarray(km).astype(str)

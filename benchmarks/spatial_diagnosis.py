@@ -117,7 +117,7 @@ def _coefficients_by_epochs(adata, k: int) -> tuple[list[dict], list[dict]]:
         model.train(max_epochs=epochs, enable_progress_bar=False)
         coefs = model.get_coefficients(mdata, return_all=True)
         used, _ = sp.informative_modalities({m: coefs[m] for m in model.modality_names})
-        labels = scmsi.tl.spatial_domains(mdata, model, n_domains=k, refine=True, seed=0)
+        labels = scmsi.spatial.spatial_domains(mdata, model, n_domains=k, refine=True, seed=0)
         row = {
             "epochs run": len(model.history["elbo_train"]),
             "ARI": adjusted_rand_score(lab[ok], np.asarray(labels)[ok]),

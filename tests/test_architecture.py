@@ -150,3 +150,113 @@ def test_no_private_imports_from_other_packages():
                         if a.name.startswith("_") and not a.name.startswith("__")
                     ]
     assert bad == []
+
+
+# ------------------------------------------------------------------ size of functions
+ROOT = SRC.parents[1]
+MAX_FUNCTION_LINES = {"src": 80, "benchmarks": 100}
+
+
+def _function_lengths(path: Path) -> list[tuple[str, int]]:
+    """``(name, lines)`` of every function and method, its docstring not counted."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            n = node.end_lineno - node.lineno + 1
+            first = node.body[0]
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                n -= first.end_lineno - first.lineno + 1
+            out.append((node.name, n))
+    return out
+
+
+def test_no_long_function():
+    """A long function is a sequence of steps: each step gets a name."""
+    long = [
+        f"{path.relative_to(ROOT)}::{name} ({n} lines)"
+        for folder, cap in MAX_FUNCTION_LINES.items()
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for name, n in _function_lengths(path)
+        if n > cap
+    ]
+    assert long == []
+
+
+# ------------------------------------------------------------------ public surface
+TL_EXPORTS = {
+    "anchor_spectral_embedding",
+    "cluster",
+    "coefficient_embedding",
+    "embed_and_cluster",
+    "knn_graph",
+    "leiden",
+    "leiden_auto",
+    "map_query",
+    "transfer_labels",
+    "umap",
+}
+
+
+def test_tl_exports_what_users_call():
+    """scanpy's size (``scanpy.tl``: 17 names): the building blocks stay in ``_cluster``; the
+    spatial tools have one public path, ``scmsi.spatial``."""
+    import scmsi.tl
+
+    assert set(scmsi.tl.__all__) == TL_EXPORTS
+    assert len(TL_EXPORTS) <= 17
+
+
+def test_no_option_the_objective_ignores_can_be_set():
+    """Through the public entry (:func:`resolve`, which ``SCMSI`` calls): every option of a
+    coefficient type is refused under the other, naming the option."""
+    import dataclasses
+
+    import pytest
+
+    from scmsi._objective import _GROUPS, PRESETS, resolve
+
+    for name, preset in PRESETS.items():
+        for coefficients, group in _GROUPS.items():
+            if coefficients == preset.coefficients:
+                continue
+            for option in dataclasses.fields(group):
+                with pytest.raises(ValueError, match=f"'{option.name}' is an option"):
+                    resolve(name, **{option.name: option.default})
+
+
+def test_the_model_takes_the_objective_not_its_options():
+    """``SCMSI`` has at most 12 named parameters besides ``**overrides``; the module has no
+    loss option of its own."""
+    import inspect
+
+    from scmsi._model import SCMSI
+    from scmsi._module import SCMSIModule
+    from scmsi._objective import OPTION_NAMES
+
+    params = inspect.signature(SCMSI.__init__).parameters
+    named = [p for p in params.values() if p.kind != p.VAR_KEYWORD and p.name != "self"]
+    assert len(named) <= 12 and "overrides" in params
+    module_params = set(inspect.signature(SCMSIModule.__init__).parameters)
+    assert module_params & set(OPTION_NAMES) == set()
+    assert not set(p.name for p in named) & set(OPTION_NAMES)
+
+
+# ------------------------------------------------------------------ machine paths
+def test_no_machine_path_in_docs_or_results():
+    """Reports and docs say ``<dir>``, not the folders of the machine that made them."""
+    import re
+
+    pattern = re.compile(r"/(root|work|tmp|home)/")  # as `git grep -E` finds them
+    found = [
+        f"{path.relative_to(ROOT)}:{i}"
+        for folder in ("docs", "benchmarks/results")
+        for path in sorted((ROOT / folder).rglob("*"))
+        if path.is_file() and path.suffix in {".md", ".csv", ".rst", ".txt", ".py", ".json"}
+        for i, line in enumerate(path.read_text(errors="ignore").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert found == []

@@ -37,7 +37,7 @@ def test_fit_writes_results_and_figure(tmp_path: Path, capsys):
     res = mudata.read_h5mu(out)
     assert "X_scmsi" in res.obsm and "scmsi_leiden" in res.obs and "scmsi_kmeans" in res.obs
     assert res.obsm["scmsi_modality_weights"].shape == (md.n_obs, 2)
-    assert res.uns["scmsi_pca"]["fusion"] == "precision"
+    assert res.uns["scmsi_embedding"]["fusion"] == "precision"
     png = out.with_suffix(".umap.png")
     assert png.stat().st_size > 10_000
     assert "scmsi_kmeans: ARI" in capsys.readouterr().out

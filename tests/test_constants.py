@@ -7,7 +7,7 @@ def test_default_keys_are_todays_keys():
     k = C.OutputKeys()
     assert k.embedding == C.X_KEY == "X_scmsi"
     assert k.coef == C.COEF_KEY == "scmsi_coef"
-    assert k.pca == C.PCA_KEY == "scmsi_pca"
+    assert k.embedding_map == C.EMBEDDING_MAP_KEY == "scmsi_embedding"
     assert k.weights == C.WEIGHTS_KEY == "scmsi_modality_weights"
     assert k.leiden == C.LEIDEN_KEY == "scmsi_leiden"
     assert k.clusters("kmeans") == C.KMEANS_KEY == "scmsi_kmeans"

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 
-from scmsi.tl import leiden_stable
+from scmsi._cluster import leiden_stable
 
 
 def _graph(x):

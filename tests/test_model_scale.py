@@ -53,7 +53,7 @@ def test_streamed_embedding_equals_dense_path(trained, monkeypatch):
     streamed = md.copy()
     scmsi.tl.embed_and_cluster(streamed, model, umap=False, resolution=0.5)
     assert sparse.isspmatrix_csr(streamed.obsm["scmsi_coef"])
-    assert streamed.obsm["scmsi_coef"].getnnz(1).max() <= min(scmsi.tl.AUTO_TOP_K, 40)
+    assert streamed.obsm["scmsi_coef"].getnnz(1).max() <= min(scmsi._cluster.AUTO_TOP_K, 40)
     a, b = dense.obsm["X_scmsi"], streamed.obsm["X_scmsi"]
     scale = np.abs(a).max()
     assert np.allclose(a, b, atol=2e-3 * scale)

@@ -169,7 +169,7 @@ def test_map_query_label_transfer_and_save_load(mosaic, cells, tmp_path):
     model, ref = mosaic
     md, _ = cells
     scmsi.tl.embed_and_cluster(ref, model, n_clusters=3, umap=False)
-    pca = ref.uns["scmsi_pca"]
+    pca = ref.uns["scmsi_embedding"]
     # default embedding: both modalities' latents, standardised over the anchors
     assert pca["embedding"] == "latent" and pca["scale"].shape == (20,)
     query = md[N_REF:].copy()

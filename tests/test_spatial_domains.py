@@ -31,26 +31,30 @@ def test_end_to_end_spatial_domains(tmp_path):
     model = scmsi.SCMSI(mdata, n_anchors=40, seed=0)
     model.train(**FAST)
     truth = syn.obs["domain"].to_numpy()
-    lab = scmsi.tl.spatial_domains(mdata, model, n_domains=3, refine=True)
+    lab = scmsi.spatial.spatial_domains(mdata, model, n_domains=3, refine=True)
     assert mdata.obs["scmsi_domain"].nunique() <= 3
     assert mdata.obsm["scmsi_domain_coef_smoothed"].shape == (256, 40)
     assert adjusted_rand_score(truth, lab) > 0.5
     assert mdata.uns["scmsi_domain"]["params"]["modalities"] == ["rna", "image", "niche"]
-    off = scmsi.tl.spatial_domains(mdata, model, n_domains=3, spatial_weight=0.0, key_added="off")
+    off = scmsi.spatial.spatial_domains(
+        mdata, model, n_domains=3, spatial_weight=0.0, key_added="off"
+    )
     assert adjusted_rand_score(truth, lab) >= adjusted_rand_score(truth, off)  # space helps
-    auto = scmsi.tl.spatial_domains(mdata, model, spatial_weight=0.0, key_added="auto")
+    auto = scmsi.spatial.spatial_domains(mdata, model, spatial_weight=0.0, key_added="auto")
     assert len(auto.categories) >= 2 and "auto" in mdata.obs
-    prec = scmsi.tl.spatial_domains(mdata, model, n_domains=3, fusion="precision", key_added="p")
+    prec = scmsi.spatial.spatial_domains(
+        mdata, model, n_domains=3, fusion="precision", key_added="p"
+    )
     w = mdata.obsm["p_modality_weights"]
     assert w.shape == (256, 3) and np.allclose(w.sum(1), 1.0, atol=1e-5)
     assert adjusted_rand_score(truth, prec) > 0.5
     assert mdata.uns["scmsi_domain"]["params"]["embedding"] == "spectral"  # the default
-    pca = scmsi.tl.spatial_domains(mdata, model, n_domains=3, embedding="pca", key_added="pca")
+    pca = scmsi.spatial.spatial_domains(mdata, model, n_domains=3, embedding="pca", key_added="pca")
     assert mdata.uns["pca"]["params"]["embedding"] == "pca"
     assert mdata.obsm["X_pca"].shape == (256, model.module.n_latent)
     assert adjusted_rand_score(truth, pca) > 0.5
     with pytest.raises(ValueError, match="use_rep"):
-        scmsi.tl.spatial_domains(mdata, use_rep="X_pca", embedding="spectral")
+        scmsi.spatial.spatial_domains(mdata, use_rep="X_pca", embedding="spectral")
     fig = scmsi.pl.spatial_domains(mdata, color=["scmsi_domain", "domain"])
     fig.savefig(tmp_path / "domains.png")
     rna = syn.copy()

@@ -53,7 +53,7 @@ def test_breast_cancer_image_only_domains_beat_random():
     assert a.shape == (3798, 0) and a.obs["domain"].nunique() == 20
     sp.image_features(a)
     a.obsm["X_image_std"] = standardise(a.obsm["X_image"])
-    labels = scmsi.tl.spatial_domains(a, use_rep="X_image_std", n_domains=20, refine=True)
+    labels = scmsi.spatial.spatial_domains(a, use_rep="X_image_std", n_domains=20, refine=True)
     truth = a.obs["domain"].to_numpy()
     ari = adjusted_rand_score(truth, labels)
     rng = np.random.default_rng(0)
@@ -72,7 +72,7 @@ def test_dlpfc_section_domains_with_the_graph_encoder():
     scmsi.SCMSI.setup_mudata(mdata, modalities=kinds)
     model = scmsi.SCMSI(mdata, seed=0)
     model.train(max_epochs=10, enable_progress_bar=False, early_stopping=False)
-    labels = scmsi.tl.spatial_domains(mdata, model, n_domains=7, seed=0)
+    labels = scmsi.spatial.spatial_domains(mdata, model, n_domains=7, seed=0)
     assert model.module.anchor_in_rna.shape[1] == 2 * mdata["rna"].n_vars
     truth = a.obs["domain"].astype(str).to_numpy()
     ok = truth != "nan"

@@ -83,10 +83,10 @@ def test_adaptive_fusion_maps_a_cell_the_same_whatever_the_query(trained):
     model, md = trained
     ref = md.copy()
     scmsi.tl.embed_and_cluster(ref, model, umap=False, fusion="adaptive")
-    assert ref.uns["scmsi_pca"]["fusion"] == "adaptive"
+    assert ref.uns["scmsi_embedding"]["fusion"] == "adaptive"
     w = ref.obsm["scmsi_modality_weights"]
     assert w.shape == (md.n_obs, 2) and np.allclose(w.sum(1), 1.0, atol=1e-5)
-    scale = ref.uns["scmsi_pca"]["fusion_scale"]
+    scale = ref.uns["scmsi_embedding"]["fusion_scale"]
     part = md[:30].copy()
     own = model.get_modality_weights(part).to_numpy()
     fixed = model.get_modality_weights(part, scale=scale).to_numpy()
@@ -105,8 +105,8 @@ def test_precision_fusion_maps_new_cells_as_the_reference(trained):
     model, md = trained
     ref = md.copy()
     scmsi.tl.embed_and_cluster(ref, model, umap=False, fusion="precision")
-    assert ref.uns["scmsi_pca"]["fusion"] == "precision"
-    assert "fusion_scale" not in ref.uns["scmsi_pca"]
+    assert ref.uns["scmsi_embedding"]["fusion"] == "precision"
+    assert "fusion_scale" not in ref.uns["scmsi_embedding"]
     w = ref.obsm["scmsi_modality_weights"]
     assert w.shape == (md.n_obs, 2) and np.allclose(w.sum(1), 1.0, atol=1e-5)
     query = md.copy()
@@ -136,7 +136,7 @@ def test_key_added_keeps_the_first_run(trained):
     for k in ("foo_connectivities", "foo_distances"):
         assert md.obsp[k].shape == (md.n_obs, md.n_obs)
     assert md.uns["foo_pca"]["fusion"] == "adaptive"
-    assert md.uns["scmsi_pca"]["fusion"] == "product"  # the default preset's
+    assert md.uns["scmsi_embedding"]["fusion"] == "product"  # the default preset's
     assert md.uns["foo"]["connectivities_key"] == "foo_connectivities"
     assert "foo_leiden" in md.obs and "resolution" in md.uns["foo_leiden"]["params"]
     # a query is placed in the embedding of the run it names

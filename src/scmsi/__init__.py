@@ -24,7 +24,14 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
 _SUBMODULES = ("datasets", "pl", "pp", "spatial", "tl")
-_HOMES = {"FUSIONS": "._fusion", "SCMSI": "._model"}
+_HOMES = {
+    "FUSIONS": "._objective",
+    "Objective": "._objective",
+    "PRESETS": "._objective",
+    "ReluOptions": "._objective",
+    "SoftmaxOptions": "._objective",
+    "SCMSI": "._model",
+}
 
 __all__ = [*_HOMES, *_SUBMODULES, "settings", "__version__"]
 

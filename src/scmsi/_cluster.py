@@ -612,7 +612,8 @@ def project_batches(
 
 
 def project_coefficients(coef, pca: dict) -> np.ndarray:
-    """Project fused coefficients (dense or sparse) with a stored PCA (``uns["scmsi_pca"]``)."""
+    """Project fused coefficients (dense or sparse) with a stored PCA
+    (``uns["scmsi_embedding"]``)."""
     components = np.asarray(pca["components"], dtype=np.float32).T
     mean = np.asarray(pca["mean"], dtype=np.float32)
     if sparse.issparse(coef):  # (C - mean) W = C W - mean W: C stays sparse

@@ -26,12 +26,15 @@ KEY = "scmsi"
 """Default prefix of the keys scmsi writes."""
 X_KEY = f"X_{KEY}"
 COEF_KEY = f"{KEY}_coef"
-PCA_KEY = f"{KEY}_pca"
+EMBEDDING_MAP_KEY = f"{KEY}_embedding"
+"""``uns``: the map of :func:`scmsi.tl.embed_and_cluster`'s embedding (PCA components, or
+the latents' standardisation), which :func:`scmsi.tl.map_query` applies to new cells."""
 WEIGHTS_KEY = f"{KEY}_modality_weights"
 LEIDEN_KEY = f"{KEY}_leiden"
 KMEANS_KEY = f"{KEY}_kmeans"
 DOMAIN_KEY = f"{KEY}_domain"
-"""``obs`` key of :func:`scmsi.tl.spatial_domains` (``uns[f"{DOMAIN_KEY}_markers"]``: markers)."""
+"""``obs`` key of :func:`scmsi.spatial.spatial_domains` (``uns[f"{DOMAIN_KEY}_markers"]``:
+markers)."""
 UMAP_KEY = "X_umap"  # scanpy's key, so scanpy's and muon's plots find it
 HAS_PREFIX = f"{KEY}_has_"
 """``obs[f"{HAS_PREFIX}<m>"]``: which cells of a mosaic MuData have modality ``m``."""
@@ -55,7 +58,7 @@ class OutputKeys:
 
     key: str = KEY
     embedding: str = field(init=False)  # obsm
-    pca: str = field(init=False)  # uns
+    embedding_map: str = field(init=False)  # uns
     coef: str = field(init=False)  # obsm
     weights: str = field(init=False)  # obsm
     connectivities: str = field(init=False)  # obsp
@@ -67,7 +70,7 @@ class OutputKeys:
         k = self.key
         names = {
             "embedding": f"X_{k}",
-            "pca": f"{k}_pca",
+            "embedding_map": f"{k}_embedding",
             "coef": f"{k}_coef",
             "weights": f"{k}_modality_weights",
             "connectivities": f"{k}_connectivities",

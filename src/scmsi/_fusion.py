@@ -14,10 +14,8 @@ import numpy as np
 import torch
 from scipy import sparse
 
-Fusion = Literal["product", "mean", "precision", "adaptive"]
-"""How the modalities' coefficients are fused: multiplied (product of experts), or averaged
-with equal, precision or cross-rebuild weights."""
-FUSIONS: tuple[str, ...] = get_args(Fusion)
+from ._objective import FUSIONS, Fusion
+
 # Posterior draws per cell for the precision fusion's variances (sd of a variance estimate
 # from 25 draws: about 30 %, small next to the spread of the variances between modalities).
 N_WEIGHT_DRAWS = 25
@@ -31,6 +29,7 @@ def check_fusion(fusion, allow_none: bool = False) -> None:
 
 WeightMethod = Literal["adaptive", "precision"]
 """The fusions whose per-cell modality weights :meth:`scmsi.SCMSI.get_modality_weights` gives."""
+WEIGHTED_FUSIONS: tuple[str, ...] = get_args(WeightMethod)
 
 
 def check_weight_method(method) -> None:
@@ -192,3 +191,17 @@ def precision_weights(var: np.ndarray) -> np.ndarray:
     return np.where(total > 0, prec / np.where(total > 0, total, 1.0), 1.0 / var.shape[1]).astype(
         np.float32
     )
+
+
+def fuse(
+    fusion: Fusion,
+    coefs: list[np.ndarray],
+    observed: list[np.ndarray] | None = None,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """The fused affinity ``(N, A)`` of ``fusion``: :func:`product_fusion` for ``"product"``,
+    else :func:`fuse_coefficients` (``weights``: the per-cell modality weights of
+    ``"precision"``/``"adaptive"``). The one dispatcher: the model and ``spatial`` call it."""
+    check_fusion(fusion)
+    rule = product_fusion if fusion == "product" else fuse_coefficients
+    return rule(coefs, observed, weights)

@@ -47,11 +47,10 @@ from ._fusion import (
     check_fusion,
     check_weight_method,
     error_scale,
-    fuse_coefficients,
+    fuse,
     fusion_scale,
     modality_weights,
     precision_weights,
-    product_fusion,
     top_k_sparse,
 )
 from ._likelihoods import HEADS, protein_background_prior
@@ -392,7 +391,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             values or Poisson on fragments) or ``"continuous"`` (Gaussian: processed features,
             normalised matrices). Any number of modalities. Default:
             ``mdata.uns["modality_types"]`` (written by :mod:`scmsi.datasets` and
-            :func:`scmsi.pp.to_mudata`), else a guess from the names (``rna``/``gex`` ->
+            :func:`scmsi.spatial.to_mudata`), else a guess from the names (``rna``/``gex`` ->
             counts, ``prot``/``adt`` -> protein, ``atac``/``peaks`` -> accessibility) with a
             warning (see :func:`modality_kinds`). A modality of the MuData left out is named in
             a warning. Sparse matrices stay sparse; minibatches are densified one at a time.
@@ -432,47 +431,9 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             declared = mdata.uns.get(CONTEXT_LAYERS_KEY, {})
             context_layers = {m: declared[m] for m in declared if m in modalities}
             setup_method_args["setup_args"]["context_layers"] = context_layers
-        left_out = [m for m in mdata.mod if m not in modalities]
-        if left_out:
-            warnings.warn(
-                f"Modalities {left_out} of the MuData are left out of the model (not in "
-                "`modalities=` or uns['modality_types']); pass them in `modalities=` to use them.",
-                UserWarning,
-                stacklevel=2,
-            )
         layers = dict(layers or {})
-        unknown_layers = [m for m in layers if m not in mdata.mod]
-        if unknown_layers:
-            raise KeyError(
-                f"`layers=` names {unknown_layers}, which are not modalities of the MuData "
-                f"{list(mdata.mod)}; its keys are modality names, e.g. "
-                f"`layers={{'{next(iter(modalities), 'rna')}': 'counts'}}`."
-            )
-        for name, kind in modalities.items():
-            if name not in mdata.mod:
-                raise KeyError(f"Modality {name!r} is not in the MuData (has {list(mdata.mod)}).")
-            if kind not in HEADS:
-                raise ValueError(
-                    f"Unknown type {kind!r} for modality {name!r}; choose from {list(HEADS)}."
-                )
-            if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
-                raise ValueError(f"Modality name {name!r}: use letters, digits, '_' or '-'.")
-        for name, layer in context_layers.items():
-            if name not in modalities:
-                raise KeyError(f"context_layers names {name!r}, not a registered modality.")
-            if layer not in mdata.mod[name].layers:
-                raise KeyError(
-                    f"Context layer {layer!r} not in mdata['{name}'].layers "
-                    f"(has {list(mdata.mod[name].layers)}); pass context_layers={{}} to fit "
-                    "without it."
-                )
-            if modalities[name] == "accessibility":
-                raise ValueError(f"context_layers: not supported for accessibility ({name!r}).")
         observed_keys = dict(observed_keys or {})
-        unknown = set(observed_keys) - set(modalities)
-        if unknown:
-            raise KeyError(f"observed_keys names unknown modalities {sorted(unknown)}.")
-        val.check_cell_names(mdata, list(modalities))
+        _check_setup_keys(mdata, modalities, layers, context_layers, observed_keys)
         masks = {m: observed_mask(mdata.obs, m, observed_keys.get(m), "mdata") for m in modalities}
         val.check_some_modality(
             masks, mdata.obs_names, [observed_keys.get(m, has_key(m)) for m in modalities]
@@ -499,36 +460,13 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             else:
                 names = ad.obs_names
             _check_modality(x, name, kind, names)
-
         mudata_fields = [
             fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=batch_mod),
             fields.MuDataCategoricalJointObsField(
                 REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys, mod_key=batch_mod
             ),
+            *_modality_fields(modalities, layers, observed_keys, context_layers),
         ]
-        for name, kind in modalities.items():
-            mudata_fields.append(
-                fields.MuDataLayerField(
-                    _registry_key(name),
-                    layers.get(name),
-                    mod_key=name,
-                    is_count_data=HEADS[kind].requires_counts,
-                    mod_required=True,
-                )
-            )
-            mudata_fields.append(
-                MuDataObservedField(mask_registry_key(name), name, observed_keys.get(name))
-            )
-            if name in context_layers:
-                mudata_fields.append(
-                    fields.MuDataLayerField(
-                        _context_registry_key(name),
-                        context_layers[name],
-                        mod_key=name,
-                        is_count_data=False,
-                        mod_required=True,
-                    )
-                )
         adata_manager = AnnDataManager(
             fields=mudata_fields,
             setup_method_args=setup_method_args,
@@ -1077,9 +1015,8 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                         w = modality_weights(_cross_rebuild_errors(inf, names), scale)
                     elif precision:
                         w = self._precision_weights(tensors, inf, gen)
-                    fuse = product_fusion if fusion == "product" else fuse_coefficients
                     out["fused"] = fuse(
-                        [out[m] for m in names], [out["observed"][m] for m in names], w
+                        fusion, [out[m] for m in names], [out["observed"][m] for m in names], w
                     )
                     if w is not None:
                         out["weights"] = w
@@ -1655,6 +1592,79 @@ class _TrainingGuard(Callback):
         module.decode_rebuilt.fill_(True)  # as after a full run (`_DecodeRebuiltAfter`)
 
 
+def _check_setup_keys(mdata, modalities, layers, context_layers, observed_keys) -> None:
+    """Every name :meth:`SCMSI.setup_mudata` is given exists and fits: modalities, their
+    types and names, layers, neighbourhood layers, mask columns; cell names are unique."""
+    left_out = [m for m in mdata.mod if m not in modalities]
+    if left_out:
+        warnings.warn(
+            f"Modalities {left_out} of the MuData are left out of the model (not in "
+            "`modalities=` or uns['modality_types']); pass them in `modalities=` to use them.",
+            UserWarning,
+            stacklevel=3,
+        )
+    unknown_layers = [m for m in layers if m not in mdata.mod]
+    if unknown_layers:
+        raise KeyError(
+            f"`layers=` names {unknown_layers}, which are not modalities of the MuData "
+            f"{list(mdata.mod)}; its keys are modality names, e.g. "
+            f"`layers={{'{next(iter(modalities), 'rna')}': 'counts'}}`."
+        )
+    for name, kind in modalities.items():
+        if name not in mdata.mod:
+            raise KeyError(f"Modality {name!r} is not in the MuData (has {list(mdata.mod)}).")
+        if kind not in HEADS:
+            raise ValueError(
+                f"Unknown type {kind!r} for modality {name!r}; choose from {list(HEADS)}."
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+            raise ValueError(f"Modality name {name!r}: use letters, digits, '_' or '-'.")
+    for name, layer in context_layers.items():
+        if name not in modalities:
+            raise KeyError(f"context_layers names {name!r}, not a registered modality.")
+        if layer not in mdata.mod[name].layers:
+            raise KeyError(
+                f"Context layer {layer!r} not in mdata['{name}'].layers "
+                f"(has {list(mdata.mod[name].layers)}); pass context_layers={{}} to fit "
+                "without it."
+            )
+        if modalities[name] == "accessibility":
+            raise ValueError(f"context_layers: not supported for accessibility ({name!r}).")
+    unknown = set(observed_keys) - set(modalities)
+    if unknown:
+        raise KeyError(f"observed_keys names unknown modalities {sorted(unknown)}.")
+    val.check_cell_names(mdata, list(modalities))
+
+
+def _modality_fields(modalities, layers, observed_keys, context_layers) -> list:
+    """The registry fields of every modality: data, mask and neighbourhood input."""
+    mudata_fields = []
+    for name, kind in modalities.items():
+        mudata_fields.append(
+            fields.MuDataLayerField(
+                _registry_key(name),
+                layers.get(name),
+                mod_key=name,
+                is_count_data=HEADS[kind].requires_counts,
+                mod_required=True,
+            )
+        )
+        mudata_fields.append(
+            MuDataObservedField(mask_registry_key(name), name, observed_keys.get(name))
+        )
+        if name in context_layers:
+            mudata_fields.append(
+                fields.MuDataLayerField(
+                    _context_registry_key(name),
+                    context_layers[name],
+                    mod_key=name,
+                    is_count_data=False,
+                    mod_required=True,
+                )
+            )
+    return mudata_fields
+
+
 def _objective_of(objective, overrides: dict) -> tuple[Objective, str | None]:
     """The resolved objective of ``SCMSI(objective=..., **overrides)`` and the name of the
     preset it starts from (None for an :class:`Objective`)."""
@@ -1718,7 +1728,7 @@ def modality_kinds(mdata: MuData) -> dict[str, str]:
     """``{modality: type}`` of a MuData for :meth:`SCMSI.setup_mudata` without ``modalities=``.
 
     One source: ``mdata.uns["modality_types"]``, written by every loader of
-    :mod:`scmsi.datasets` and by :func:`scmsi.pp.to_mudata`. Without it, types are guessed
+    :mod:`scmsi.datasets` and by :func:`scmsi.spatial.to_mudata`. Without it, types are guessed
     from the modality names (``rna``/``gex`` -> counts, ``prot``/``adt`` -> protein,
     ``atac``/``peaks`` -> accessibility), with a warning.
     """

@@ -126,44 +126,17 @@ class SCMSIModule(BaseModuleClass):
         self.senets = nn.ModuleDict()
         self.heads = nn.ModuleDict()
         gen = torch.Generator().manual_seed(0)
+        arch = {"n_hidden": n_hidden, "n_layers": n_layers, "dropout_rate": dropout_rate}
+        likelihoods = {"counts": gene_likelihood, "accessibility": accessibility_likelihood}
         for spec in self.modalities:
-            sparse_input = spec.kind == "accessibility"
-            if spec.context_key is not None and sparse_input:
-                raise ValueError("A neighbourhood input is not supported for accessibility.")
-            self.encoders[spec.name] = make_encoder(
-                spec.n_features * (2 if spec.context_key is not None else 1),
-                n_latent,
-                n_batch,
-                n_hidden,
-                n_layers,
-                dropout_rate,
-                sparse_input,
-                self.n_cats_per_cov,
-            )
-            self.senets[spec.name] = _self_expression(objective, n_latent, n_hidden)
-            kwargs = {
-                "n_hidden": n_hidden,
-                "n_layers": n_layers,
-                "n_cats_per_cov": self.n_cats_per_cov,
-            }
-            if spec.kind == "counts":
-                kwargs["likelihood"] = gene_likelihood
-            if spec.kind == "accessibility":
-                kwargs["likelihood"] = accessibility_likelihood
-            if spec.kind == "protein" and spec.name in protein_priors:
-                kwargs["prior_mean"], kwargs["prior_scale"] = protein_priors[spec.name]
-            self.heads[spec.name] = HEADS[spec.kind](spec.n_features, n_latent, n_batch, **kwargs)
-            xa = torch.as_tensor(np.asarray(anchor_data[spec.name]), dtype=torch.float32)
-            self.register_buffer(f"anchor_x_{spec.name}", xa)
-            if spec.context_key is not None:
-                xc = np.asarray((anchor_context or {})[spec.name])
-                self.register_buffer(
-                    f"anchor_ctx_{spec.name}", torch.as_tensor(xc, dtype=torch.float32)
-                )
-            self.register_buffer(f"anchor_in_{spec.name}", None, persistent=False)
-            self.register_buffer(
-                f"fingerprint_{spec.name}",
-                torch.randn(spec.n_features, _N_FINGERPRINTS, generator=gen),
+            self._add_modality(
+                spec,
+                arch,
+                likelihoods.get(spec.kind),
+                protein_priors.get(spec.name),
+                anchor_data[spec.name],
+                (anchor_context or {}).get(spec.name),
+                gen,
             )
         self.register_buffer(
             "anchor_batch", torch.as_tensor(np.asarray(anchor_batch), dtype=torch.long)[:, None]
@@ -180,6 +153,48 @@ class SCMSIModule(BaseModuleClass):
         # Decoders read z during pre-training, then z_hat (see `SCMSI.train`). Starting on z_hat
         # falls into a degenerate optimum: coefficients ~0, z_hat ~0, decoders ignore it.
         self.register_buffer("decode_rebuilt", torch.tensor(True))
+
+    def _add_modality(
+        self, spec: ModalitySpec, arch: dict, likelihood, prior, anchor_x, anchor_ctx, gen
+    ) -> None:
+        """Encoder, self-expressive network, likelihood head and anchor buffers of one
+        modality (built in this order: the initial weights depend on it)."""
+        sparse_input = spec.kind == "accessibility"
+        if spec.context_key is not None and sparse_input:
+            raise ValueError("A neighbourhood input is not supported for accessibility.")
+        self.encoders[spec.name] = make_encoder(
+            spec.n_features * (2 if spec.context_key is not None else 1),
+            self.n_latent,
+            self.n_batch,
+            arch["n_hidden"],
+            arch["n_layers"],
+            arch["dropout_rate"],
+            sparse_input,
+            self.n_cats_per_cov,
+        )
+        self.senets[spec.name] = _self_expression(self.objective, self.n_latent, arch["n_hidden"])
+        kwargs = {
+            "n_hidden": arch["n_hidden"],
+            "n_layers": arch["n_layers"],
+            "n_cats_per_cov": self.n_cats_per_cov,
+        }
+        if likelihood is not None:
+            kwargs["likelihood"] = likelihood
+        if spec.kind == "protein" and prior is not None:
+            kwargs["prior_mean"], kwargs["prior_scale"] = prior
+        self.heads[spec.name] = HEADS[spec.kind](
+            spec.n_features, self.n_latent, self.n_batch, **kwargs
+        )
+        xa = torch.as_tensor(np.asarray(anchor_x), dtype=torch.float32)
+        self.register_buffer(f"anchor_x_{spec.name}", xa)
+        if spec.context_key is not None:
+            xc = torch.as_tensor(np.asarray(anchor_ctx), dtype=torch.float32)
+            self.register_buffer(f"anchor_ctx_{spec.name}", xc)
+        self.register_buffer(f"anchor_in_{spec.name}", None, persistent=False)
+        self.register_buffer(
+            f"fingerprint_{spec.name}",
+            torch.randn(spec.n_features, _N_FINGERPRINTS, generator=gen),
+        )
 
     @property
     def n_anchors(self) -> int:

@@ -286,12 +286,7 @@ def prepare_query(
         label = f"query modality '{m}'"
         layer = layers.get(m)
         if m not in data.mod:
-            x = sparse.csr_matrix((len(cells), len(feature_names[m])), dtype=np.float32)
-            mods[m] = AnnData(
-                X=x, obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=feature_names[m])
-            )
-            if layer is not None:
-                mods[m].layers[layer] = x
+            mods[m] = _empty_modality(cells, feature_names[m], layer)
             has[m] = np.zeros(len(cells), dtype=bool)
             changed = True
             continue
@@ -334,6 +329,15 @@ def prepare_query(
     out = _new_mudata({m: mods[m] for m in modalities}, data.obs, data.uns)
     for m in modalities:
         out.obs[observed_keys.get(m) or has_key(m)] = has[m]
+    return out
+
+
+def _empty_modality(cells: pd.Index, features, layer: str | None) -> AnnData:
+    """A modality no query cell has: all-zero sparse rows with the reference features."""
+    x = sparse.csr_matrix((len(cells), len(features)), dtype=np.float32)
+    out = AnnData(X=x, obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=features))
+    if layer is not None:
+        out.layers[layer] = x
     return out
 
 

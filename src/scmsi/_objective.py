@@ -39,10 +39,16 @@ Embedding = Literal["latent", "rebuilt", "pca"]
 (standardised, concatenated), those latents rebuilt by the fused affinity, or the PCA of the
 fused coefficients."""
 
+SpatialEmbedding = Literal["spectral", "pca"]
+""":func:`scmsi.spatial.spatial_domains`' embeddings of the spatially smoothed affinity: the
+spectral embedding of the spot-anchor graph, or (as in :data:`Embedding`) the PCA of the
+fused coefficients. One vocabulary: a word means the same wherever an ``embedding=`` takes it."""
+
 COEFFICIENTS: tuple[str, ...] = get_args(Coefficients)
 AGREEMENTS: tuple[str, ...] = get_args(Agreement)
 FUSIONS: tuple[str, ...] = get_args(Fusion)
 EMBEDDINGS: tuple[str, ...] = get_args(Embedding)
+SPATIAL_EMBEDDINGS: tuple[str, ...] = get_args(SpatialEmbedding)
 
 
 @dataclass(frozen=True)
@@ -262,25 +268,29 @@ def resolve(objective: str | Objective | dict = "default", **overrides) -> Objec
     ----------
     objective
         A name of :data:`PRESETS`, an :class:`Objective`, or a dict as
-        :meth:`Objective.to_dict` writes it (a saved model's).
+        :meth:`Objective.to_dict` writes it, optionally with the ``"preset"`` it starts from
+        (a saved model's).
     **overrides
         Options of :data:`OPTION_NAMES`; a value of None keeps the preset's. Changing
         ``coefficients`` starts the coefficient options from that type's defaults. An option
         of a coefficient type the objective does not use raises a ValueError naming it.
     """
     if isinstance(objective, dict):
-        return resolve("default", **{**objective, **overrides})
+        flat = {**objective, **overrides}
+        return resolve(flat.pop("preset", None) or "default", **flat)
     base = preset(objective) if isinstance(objective, str) else objective
     if not isinstance(base, Objective):
         raise TypeError(f"objective must be a preset name or an Objective, got {base!r}.")
     given = {k: v for k, v in overrides.items() if v is not None}
-    unknown = [k for k in given if k not in OPTION_NAMES]
+    unknown = [k for k in given if k not in (*OPTION_NAMES, "options")]
     if unknown:
         raise TypeError(
             f"Unknown objective option(s) {unknown}; the options are {list(OPTION_NAMES)}."
         )
     top = {k: v for k, v in given.items() if k not in _GROUP_OF}
     coefficients = top.get("coefficients", base.coefficients)
+    if coefficients not in _GROUPS:
+        raise ValueError(f"coefficients must be one of {COEFFICIENTS}, got {coefficients!r}.")
     options = base.options if coefficients == base.coefficients else _GROUPS[coefficients]()
     if "options" in top:
         options = top.pop("options")
@@ -308,7 +318,9 @@ __all__ = [
     "Fusion",
     "Objective",
     "ReluOptions",
+    "SPATIAL_EMBEDDINGS",
     "SoftmaxOptions",
+    "SpatialEmbedding",
     "preset",
     "resolve",
 ]

@@ -74,7 +74,18 @@ def synthetic_citeseq(
     freq = rng.permutation(0.7 ** np.arange(n_types))
     freq /= freq.sum()
 
-    # RNA: log mean per (type, batch), normalised into frequencies over genes.
+    rna_model = _rna_model(rng, lineage_of, n_genes, n_batches, batch_effect)
+    prot_model = _protein_model(rng, lineage_of, n_proteins, n_batches)
+    types = rng.choice(n_types, n_cells, p=freq)
+    batches = rng.integers(n_batches, size=n_cells)
+    rna, prot = _sample_cells(types, batches, rna_model, prot_model, median_umis, seed)
+    return _as_mudata(rna, prot, types, batches, lineage_of, n_batches)
+
+
+def _rna_model(rng, lineage_of, n_genes: int, n_batches: int, batch_effect: float) -> dict:
+    """Gene frequencies per (type, batch), gene dispersions and batch depth shifts."""
+    n_types, n_lineages = len(lineage_of), int(lineage_of.max()) + 1
+    # log mean per (type, batch), normalised into frequencies over genes
     base = rng.normal(0.0, 1.2, n_genes)
     lineage_prog = (rng.random((n_lineages, n_genes)) < 0.08) * rng.normal(1.5, 0.5, (1, n_genes))
     lineage_prog -= (rng.random((n_lineages, n_genes)) < 0.03) * 1.5
@@ -85,8 +96,12 @@ def synthetic_citeseq(
     freq_genes /= freq_genes.sum(-1, keepdims=True)  # (types, batches, genes)
     theta = rng.lognormal(np.log(3.0), 0.5, n_genes).astype(np.float32)
     depth_batch = rng.normal(0.0, 0.2, n_batches)
+    return {"freq": freq_genes, "theta": theta, "depth_batch": depth_batch}
 
-    # Proteins: background per batch; foreground in the types that carry the protein.
+
+def _protein_model(rng, lineage_of, n_proteins: int, n_batches: int) -> dict:
+    """Background per batch and protein; which types carry each protein, and its fold."""
+    n_types, n_lineages = len(lineage_of), int(lineage_of.max()) + 1
     kind = rng.choice(3, n_proteins, p=[0.3, 0.4, 0.3])  # lineage marker, type marker, control
     carried = np.zeros((n_types, n_proteins), bool)
     for p in range(n_proteins):
@@ -97,16 +112,21 @@ def synthetic_citeseq(
     background = rng.lognormal(np.log(30.0), 0.6, n_proteins)
     background = background * rng.lognormal(0.0, 0.15, (n_batches, n_proteins))
     fold = rng.lognormal(np.log(10.0), 0.6, n_proteins)
+    return {"carried": carried, "background": background, "fold": fold}
 
-    types = rng.choice(n_types, n_cells, p=freq)
-    batches = rng.integers(n_batches, size=n_cells)
+
+def _sample_cells(types, batches, rna_model: dict, prot_model: dict, median_umis, seed):
+    """RNA (CSR) and protein (dense) counts, sampled in chunks of ``_CHUNK`` cells."""
+    freq_genes, theta = rna_model["freq"], rna_model["theta"]
+    background, carried, fold = (prot_model[k] for k in ("background", "carried", "fold"))
+    n_cells, n_genes = len(types), freq_genes.shape[-1]
     data, indices, indptr, prot = [], [], [np.zeros(1, np.int64)], []
     nnz = 0
     for i, start in enumerate(range(0, n_cells, _CHUNK)):
         crng = np.random.default_rng([seed, i])
         t, b = types[start : start + _CHUNK], batches[start : start + _CHUNK]
         n = len(t)
-        library = crng.lognormal(np.log(median_umis) + depth_batch[b], 0.35)
+        library = crng.lognormal(np.log(median_umis) + rna_model["depth_batch"][b], 0.35)
         mu = (library[:, None] * freq_genes[t, b]).astype(np.float32)
         mu *= crng.standard_gamma(theta, (n, n_genes), dtype=np.float32) / theta
         x = sparse.csr_matrix(crng.poisson(mu).astype(np.float32))
@@ -123,8 +143,13 @@ def synthetic_citeseq(
     rna = sparse.csr_matrix(
         (_concat(data), _concat(indices), _concat(indptr)), shape=(n_cells, n_genes)
     )
-    prot = _concat(prot)
+    return rna, _concat(prot)
 
+
+def _as_mudata(rna, prot, types, batches, lineage_of, n_batches: int) -> md.MuData:
+    """The counts as a MuData with labels in ``obs`` and the modality types declared."""
+    n_cells, n_genes, n_proteins = rna.shape[0], rna.shape[1], prot.shape[1]
+    n_types, n_lineages = len(lineage_of), int(lineage_of.max()) + 1
     n_digits = len(str(n_cells - 1))
     obs = pd.DataFrame(
         {

@@ -239,7 +239,7 @@ def domain_markers(
     from ._anchors import lognormalize
 
     if groupby not in adata.obs:
-        raise KeyError(f"obs[{groupby!r}] not found; run scmsi.tl.spatial_domains first.")
+        raise KeyError(f"obs[{groupby!r}] not found; run scmsi.spatial.spatial_domains first.")
     x = adata.X if layer is None else adata.layers[layer]
     tmp = ad.AnnData(lognormalize(x), obs=adata.obs[[groupby]].astype(str).astype("category"))
     names = adata.var[gene_symbols] if gene_symbols else adata.var_names

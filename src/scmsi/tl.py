@@ -5,7 +5,7 @@ Everything is written where scanpy and muon look for it, on the MuData (or AnnDa
 ==================================  ====================================================
 ``obsm["X_scmsi"]``                 the embedding (``embedding=``: joint latent, latents
                                     rebuilt by the fused affinity, or PCA of it)
-``uns["scmsi_pca"]``                its map (``components``/``mean`` or latent
+``uns["scmsi_embedding"]``          its map (``components``/``mean`` or latent
                                     ``mean``/``scale``; ``anchors``, ``embedding``,
                                     ``fusion``): :func:`map_query`
 ``obsm["scmsi_coef"]``              fused coefficients, cells x anchors (rows sum to 1;
@@ -25,7 +25,7 @@ Everything is written where scanpy and muon look for it, on the MuData (or AnnDa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -34,34 +34,24 @@ from anndata import AnnData
 from mudata import MuData
 
 from ._cluster import (
-    AUTO_TOP_K,
-    DENSE_MAX_ENTRIES,
-    RESOLUTIONS,
     anchor_spectral_embedding,
     auto_top_k,
     cluster,
     coefficient_embedding,
     coefficient_pca,
-    fuzzy_connectivities,
-    igraph_from_adjacency,
     joint_latent,
-    knn,
     knn_graph,
     latent_standardisation,
     leiden,
     leiden_auto,
     leiden_stable,
     project_batches,
-    project_coefficients,
     rebuilt_projection,
     streamed_coefficient_pca,
 )
 from ._constants import KEY, X_KEY, OutputKeys
 from ._fusion import Fusion, check_fusion, fusion_scale
-
-if TYPE_CHECKING:  # at run time, looked up by __getattr__ below
-    from .spatial.domains import refine_domains, spatial_domains
-    from .spatial.graph import smooth
+from ._objective import EMBEDDINGS, Embedding
 
 
 def embed_and_cluster(
@@ -74,7 +64,7 @@ def embed_and_cluster(
     cluster_method: Literal["kmeans", "spectral"] = "kmeans",
     umap: bool = False,
     fusion: Fusion | None = None,
-    embedding: Literal["latent", "rebuilt", "pca"] | None = None,
+    embedding: Embedding | None = None,
     top_k: int | None | Literal["auto"] = "auto",
     batch_size: int | None = None,
     seed: int = 0,
@@ -126,7 +116,7 @@ def embed_and_cluster(
         rebuilt by the fused affinity, ``sum_i c_{n,i} z^m_i`` over the anchors, standardised
         and concatenated (:func:`rebuilt_projection`); ``"pca"``: PCA of the fused
         coefficients (``n_comps``). None (default): the model's (``model.embedding``, set by
-        its preset). The map is stored in ``uns["scmsi_pca"]`` and applied to new cells by
+        its preset). The map is stored in ``uns["scmsi_embedding"]`` and applied to new cells by
         :func:`map_query`.
     top_k
         None: hold the fused coefficients dense (N x A) and write them to
@@ -158,8 +148,55 @@ def embed_and_cluster(
     # Precision weights need no pass before; adaptive ones need their scale over all cells.
     scale = fusion_scale(model, data, fusion, batch_size=batch_size)
     embedding = getattr(model, "embedding", "pca") if embedding is None else embedding
-    if embedding not in ("latent", "rebuilt", "pca"):
-        raise ValueError(f"embedding must be 'latent', 'rebuilt' or 'pca', got {embedding!r}.")
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}.")
+    emb, pca, fused, latents, weights = _embed(
+        data, model, embedding, k, n_comps, fusion, batch_size, scale, seed
+    )
+    distances, graph = knn_graph(emb, n_neighbors, seed)
+    neighbors = {
+        "connectivities_key": keys.connectivities,
+        "distances_key": keys.distances,
+        "params": {  # scanpy's NeighborsParams, for sc.tl.umap(..., neighbors_key=key)
+            "n_neighbors": int(distances.indptr[1]) + 1,  # the cell itself counts, as in scanpy
+            "method": "umap",
+            "random_state": seed,
+            "metric": "euclidean",
+            "use_rep": keys.embedding,
+        },
+    }
+    labels, info = _leiden_clusters(graph, emb, resolution, seed)
+    if umap:  # computed before anything is written: no partial output if it fails
+        xy = _umap_layout(data.obs_names, emb, distances, graph, neighbors, keys, seed)
+
+    data.obsm[keys.embedding] = emb
+    data.uns[keys.embedding_map] = pca
+    data.obsm[keys.coef] = fused
+    if weights is not None:
+        data.obsm[keys.weights] = weights
+    for m, z in latents.items():
+        data.obsm[keys.latent(m)] = z
+    data.obsp[keys.connectivities] = graph
+    data.obsp[keys.distances] = distances
+    data.uns[keys.key] = neighbors
+    data.obs[keys.leiden] = labels
+    evidence = {k: v for k, v in info.items() if k not in ("resolution", "n_clusters")}
+    data.uns[keys.leiden] = {
+        "params": {"resolution": info["resolution"]},
+        "n_clusters": int(len(labels.categories)),
+        "n_clusters_evidence": evidence,
+    }
+    if umap:
+        data.obsm[keys.umap] = xy
+    if n_clusters is not None:
+        data.obs[keys.clusters(cluster_method)] = cluster(
+            emb if cluster_method == "kmeans" else graph, n_clusters, cluster_method, seed
+        )
+
+
+def _embed(data, model, embedding, k, n_comps, fusion, batch_size, scale, seed) -> tuple:
+    """``(embedding, its map, fused coefficients, latents, weights)`` of
+    :func:`embed_and_cluster` (the map is what :func:`map_query` applies to new cells)."""
     if embedding == "latent":
         _, fused, latents, weights = project_batches(
             data, model, None, k, fusion, batch_size, scale
@@ -188,51 +225,16 @@ def embed_and_cluster(
     if scale is not None:
         pca["fusion_scale"] = scale  # new cells are weighed on the reference's scale
 
-    distances, graph = knn_graph(emb, n_neighbors, seed)
-    neighbors = {
-        "connectivities_key": keys.connectivities,
-        "distances_key": keys.distances,
-        "params": {  # scanpy's NeighborsParams, for sc.tl.umap(..., neighbors_key=key)
-            "n_neighbors": int(distances.indptr[1]) + 1,  # the cell itself counts, as in scanpy
-            "method": "umap",
-            "random_state": seed,
-            "metric": "euclidean",
-            "use_rep": keys.embedding,
-        },
-    }
-    if resolution == "auto":
-        labels, info = leiden_stable(graph, emb, seed=seed)
-    elif resolution == "silhouette":
-        labels, info = leiden_auto(graph, emb, seed=seed)
-    else:
-        labels = leiden(graph, float(resolution), seed)
-        info = {"resolution": float(resolution)}
-    if umap:  # computed before anything is written: no partial output if it fails
-        xy = _umap_layout(data.obs_names, emb, distances, graph, neighbors, keys, seed)
+    return emb, pca, fused, latents, weights
 
-    data.obsm[keys.embedding] = emb
-    data.uns[keys.pca] = pca
-    data.obsm[keys.coef] = fused
-    if weights is not None:
-        data.obsm[keys.weights] = weights
-    for m, z in latents.items():
-        data.obsm[keys.latent(m)] = z
-    data.obsp[keys.connectivities] = graph
-    data.obsp[keys.distances] = distances
-    data.uns[keys.key] = neighbors
-    data.obs[keys.leiden] = labels
-    evidence = {k: v for k, v in info.items() if k not in ("resolution", "n_clusters")}
-    data.uns[keys.leiden] = {
-        "params": {"resolution": info["resolution"]},
-        "n_clusters": int(len(labels.categories)),
-        "n_clusters_evidence": evidence,
-    }
-    if umap:
-        data.obsm[keys.umap] = xy
-    if n_clusters is not None:
-        data.obs[keys.clusters(cluster_method)] = cluster(
-            emb if cluster_method == "kmeans" else graph, n_clusters, cluster_method, seed
-        )
+
+def _leiden_clusters(graph, emb, resolution, seed) -> tuple[pd.Categorical, dict]:
+    """Leiden clusters at ``resolution`` (a number, or a label-free rule) and its evidence."""
+    if resolution == "auto":
+        return leiden_stable(graph, emb, seed=seed)
+    if resolution == "silhouette":
+        return leiden_auto(graph, emb, seed=seed)
+    return leiden(graph, float(resolution), seed), {"resolution": float(resolution)}
 
 
 def _umap_layout(obs_names, embedding, distances, graph, neighbors, keys: OutputKeys, seed):
@@ -294,7 +296,7 @@ def map_query(
     The query cells are expressed over the trained anchors (:meth:`scmsi.SCMSI.get_coefficients`;
     features are matched by name, modalities may be missing), and their fused coefficients are
     projected with the PCA that :func:`embed_and_cluster` fitted on the reference (and fused
-    as there: ``uns["scmsi_pca"]["fusion"]``), so
+    as there: ``uns["scmsi_embedding"]["fusion"]``), so
     ``reference.obsm["X_scmsi"]`` and ``query.obsm["X_scmsi"]`` can be plotted and clustered
     together. With ``label_key``, labels are transferred by k-NN (:func:`transfer_labels`).
 
@@ -322,11 +324,14 @@ def map_query(
         named the same way.
     """
     keys = OutputKeys(key_added)
-    pca = reference.uns.get(keys.pca)
+    pca = reference.uns.get(keys.embedding_map)
+    if pca is None:  # written before the key's rename
+        pca = reference.uns.get(f"{key_added}_pca")
     if pca is None:
         raise KeyError(
-            f"reference.uns['{keys.pca}'] is missing: run `scmsi.tl.embed_and_cluster(reference, "
-            "model)` on the reference first; its PCA is what new cells are projected with."
+            f"reference.uns['{keys.embedding_map}'] is missing: run "
+            "`scmsi.tl.embed_and_cluster(reference, model)` on the reference first; its map is "
+            "what new cells are projected with."
         )
     anchors = np.asarray(pca.get("anchors", []), dtype=str)
     if not np.array_equal(anchors, np.asarray(model.anchor_names_, dtype=str)):
@@ -397,52 +402,55 @@ def transfer_labels(
     ).astype(np.float32)
 
 
-# Spatial domains live in scmsi.spatial, which itself uses the clustering steps above; they
-# are looked up on first use, so that `scmsi.tl` has every tool and no import runs in a circle.
+# Former paths, kept for one release with a FutureWarning: the spatial tools' one public path
+# is scmsi.spatial; the building blocks of embed_and_cluster are internal (scmsi._cluster).
 _SPATIAL = ("refine_domains", "smooth", "spatial_domains")
-
-
-def __getattr__(name: str):
-    if name in _SPATIAL:
-        from .spatial.domains import refine_domains, spatial_domains
-        from .spatial.graph import smooth
-
-        tools = {"refine_domains": refine_domains, "smooth": smooth}
-        return tools.get(name, spatial_domains)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_SPATIAL])
-
-
-__all__ = [
+_INTERNAL = (
     "AUTO_TOP_K",
     "DENSE_MAX_ENTRIES",
     "RESOLUTIONS",
     "auto_top_k",
+    "coefficient_pca",
+    "fuzzy_connectivities",
+    "igraph_from_adjacency",
+    "joint_latent",
+    "knn",
+    "latent_standardisation",
+    "leiden_stable",
+    "project_batches",
+    "project_coefficients",
+    "rebuilt_projection",
+    "streamed_coefficient_pca",
+)
+
+
+def __getattr__(name: str):
+    import warnings
+    from importlib import import_module
+
+    if name in _SPATIAL:
+        home, why = "scmsi.spatial", f"use scmsi.spatial.{name}"
+    elif name in _INTERNAL:
+        home, why = "scmsi._cluster", "it is internal to embed_and_cluster"
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"scmsi.tl.{name} will be removed from scmsi.tl in the next release: {why}.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return getattr(import_module(home), name)
+
+
+__all__ = [
     "anchor_spectral_embedding",
     "cluster",
     "coefficient_embedding",
-    "coefficient_pca",
     "embed_and_cluster",
-    "fuzzy_connectivities",
-    "igraph_from_adjacency",
-    "knn",
     "knn_graph",
     "leiden",
     "leiden_auto",
-    "leiden_stable",
-    "joint_latent",
-    "latent_standardisation",
-    "rebuilt_projection",
     "map_query",
-    "project_batches",
-    "project_coefficients",
-    "streamed_coefficient_pca",
-    "refine_domains",
-    "smooth",
-    "spatial_domains",
     "transfer_labels",
     "umap",
 ]

@@ -10,6 +10,7 @@ import pandas as pd
 from scipy import sparse
 
 from .._constants import DOMAIN_KEY
+from .._objective import SPATIAL_EMBEDDINGS, Fusion, SpatialEmbedding
 from .graph import _graph_of, smooth
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,6 @@ def informative_modalities(
 
 
 METHODS = ("gmm", "kmeans")
-EMBEDDINGS = ("spectral", "pca")
 GMM_N_INIT = 5
 
 
@@ -131,8 +131,10 @@ def _check_options(method, embedding, fusion, model, use_rep, n_domains, spatial
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if embedding is None:
         embedding = "pca" if use_rep is not None or model is None else "spectral"
-    if embedding not in EMBEDDINGS:
-        raise ValueError(f"embedding must be one of {EMBEDDINGS} or None, got {embedding!r}.")
+    if embedding not in SPATIAL_EMBEDDINGS:
+        raise ValueError(
+            f"embedding must be one of {SPATIAL_EMBEDDINGS} or None, got {embedding!r}."
+        )
     if embedding == "spectral" and (model is None or use_rep is not None):
         raise ValueError(
             "embedding='spectral' embeds the model's coefficients (a spot-anchor graph); "
@@ -149,7 +151,7 @@ def _check_options(method, embedding, fusion, model, use_rep, n_domains, spatial
 
 def _fused_coefficients(data, model, fusion: str, key_added: str) -> tuple[np.ndarray, list]:
     """The model's coefficients fused over its informative modalities, ``(N, A)``."""
-    from .._fusion import fuse_coefficients
+    from .._fusion import WEIGHTED_FUSIONS, fuse
 
     # one pass: a weighted fusion's per-spot weights come with the coefficients
     coefs = model.get_coefficients(data, return_all=True, fusion=fusion)
@@ -163,12 +165,12 @@ def _fused_coefficients(data, model, fusion: str, key_added: str) -> tuple[np.nd
             used,
         )
     weights = None
-    if fusion != "mean":  # a one-modality model has no weights: 1, written all the same
+    if fusion in WEIGHTED_FUSIONS:  # a one-modality model has no weights: 1, written all the same
         w = coefs.get("weights", np.ones((data.n_obs, len(names)), np.float32))
         weights = w[:, [names.index(m) for m in used]]
         weights /= np.maximum(weights.sum(1, keepdims=True), 1e-12)
         data.obsm[f"{key_added}_modality_weights"] = weights
-    return fuse_coefficients([coefs[m] for m in used], weights=weights), used
+    return fuse(fusion, [coefs[m] for m in used], weights=weights), used
 
 
 def spatial_domains(
@@ -182,8 +184,8 @@ def spatial_domains(
     use_rep: str | None = None,
     n_comps: int | None = None,
     method: Literal["gmm", "kmeans"] = "gmm",
-    fusion: Literal["mean", "precision", "adaptive"] = "mean",
-    embedding: Literal["spectral", "pca"] | None = None,
+    fusion: Fusion = "mean",
+    embedding: SpatialEmbedding | None = None,
     seed: int = 0,
     key_added: str = DOMAIN_KEY,
 ) -> pd.Categorical:
@@ -222,9 +224,12 @@ def spatial_domains(
         ``"gmm"``: :func:`tied_gmm` (one shared covariance, mclust EEE; 5 starts).
         ``"kmeans"``: k-means (10 starts).
     fusion
-        ``"mean"`` (equal weights), ``"precision"`` or ``"adaptive"`` (per-spot modality
-        weights, :meth:`scmsi.SCMSI.get_modality_weights`, renormalised over the modalities
-        used).
+        A fusion of :data:`scmsi.FUSIONS`, computed by the model's own rule
+        (:func:`scmsi._fusion.fuse`) over the modalities used: ``"mean"`` (equal weights),
+        ``"product"``, ``"precision"`` or ``"adaptive"`` (per-spot modality weights,
+        :meth:`scmsi.SCMSI.get_modality_weights`, renormalised over the modalities used).
+        The default stays ``"mean"`` rather than the model's ``model.fusion``: the spatial
+        benchmarks (docs/spatial.md) were measured with it.
     embedding
         ``"spectral"``: the spectral embedding of the spot-anchor graph that the smoothed
         coefficients define (:func:`scmsi.tl.anchor_spectral_embedding`, O(N A^2)); it weighs
