@@ -3,9 +3,9 @@
 Kept whole (over the 900-line limit of tests/test_architecture.py) because it is one class,
 :class:`SCMSI`, as scvi-tools' models are: its methods share the registry, the anchors and
 the minibatch loop (``_outputs``), and splitting a class across modules by mixins would hide
-where a method comes from. What is not the class lives elsewhere: the fusion rules in
-``_fusion``, clustering in ``_cluster``, mosaic fields in ``_mosaic``, input checks in
-``_validation``.
+where a method comes from. What is not the class lives elsewhere: the objective's options in
+``_objective``, the fusion rules in ``_fusion``, clustering in ``_cluster``, mosaic fields in
+``_mosaic``, input checks in ``_validation``.
 """
 
 from __future__ import annotations
@@ -541,7 +541,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
     # ------------------------------------------------------------------ helpers
     def _modality_specs(self, adata_manager: AnnDataManager | None = None) -> list[ModalitySpec]:
         manager = adata_manager or self.adata_manager
-        kinds = _modality_kinds(manager.registry["setup_args"])
+        kinds = _registered_kinds(manager.registry["setup_args"])
         specs = []
         for name, kind in kinds.items():
             key = _registry_key(name)
@@ -911,7 +911,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
             ``"weights"`` (N, M) with a per-cell weighted fusion.
         fusion
             ``"product"``, ``"mean"``, ``"precision"`` or ``"adaptive"`` (see above); None:
-            the model's (``model.fusion``, set by its preset).
+            the model's (``model.fusion``, set by its objective).
         top_k
             Keep only the ``top_k`` largest coefficients of each cell, in every returned
             matrix, as a :class:`scipy.sparse.csr_matrix` (float32; exact zeros are not stored).
@@ -1443,9 +1443,9 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
 def default_max_epochs(n_cells: int, budget: int = 400) -> int:
     """Default ``max_epochs`` of :meth:`SCMSI.train` for ``n_cells`` cells.
 
-    ``budget`` (the preset's ``epoch_budget``: 200 for ``"default"``, whose softmax
-    coefficients and gradient-free anchors converge in half the epochs on our benchmarks;
-    400 for ``"paper"``/``"v0.1"``) scales the heuristic below:
+    ``budget`` (the objective's ``epoch_budget``: 200 for ``"default"``, whose softmax
+    coefficients converge in half the epochs on our benchmarks;
+    400 for ``"paper"``/``"paper_local"``) scales the heuristic below:
     ``min(budget, round(20000 / N * budget))``.
 
     scvi-tools' heuristic, ``min(400, round(20000 / N * 400))``: 400 epochs up to 20,000
@@ -1758,7 +1758,8 @@ def modality_kinds(mdata: MuData) -> dict[str, str]:
     return kinds
 
 
-def _modality_kinds(setup_args: dict) -> dict[str, str]:
+def _registered_kinds(setup_args: dict) -> dict[str, str]:
+    """``{modality: type}`` a registry holds (:func:`modality_kinds` reads the data's own)."""
     if "modalities" in setup_args:
         return dict(setup_args["modalities"])
     kinds = {_ANNDATA_RNA: "counts"}
@@ -1770,7 +1771,7 @@ def _modality_kinds(setup_args: dict) -> dict[str, str]:
 def _features_from_registry(registry: dict) -> dict[str, np.ndarray]:
     """``{modality: feature names}`` the model was trained on."""
     out = {}
-    for m in _modality_kinds(registry["setup_args"]):
+    for m in _registered_kinds(registry["setup_args"]):
         state = registry["field_registries"][_registry_key(m)]["state_registry"]
         out[m] = np.asarray(state.get("column_names", state.get("columns", [])))
     return out

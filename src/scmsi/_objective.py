@@ -208,35 +208,28 @@ def _check(obj: Objective) -> None:
         raise ValueError(f"perplexity must be a number > 0, got {obj.options.perplexity!r}.")
 
 
-# Named objectives; the three share the self-expression loss weight (1) and anchor gradients.
+# Zhang et al. 2023 as published: ReLU-threshold self-expressive network, plain elastic net
+# and error, squared-difference contrast at 0.1, mean fusion, PCA embedding.
+_PAPER = Objective(
+    coefficients="relu",
+    options=ReluOptions(),
+    agreement="squared",
+    lambda_contrast=0.1,
+    scale_free=False,
+    fusion="mean",
+    embedding="pca",
+    epoch_budget=400,
+)
 PRESETS: dict[str, Objective] = {
     # Softmax (kernel) coefficients, symmetric-KL agreement, product-of-experts fusion,
     # joint-latent embedding, a 200-epoch budget (docs/model.md says where and why it departs
     # from the paper).
     "default": Objective(),
-    # Zhang et al. 2023 as published: ReLU-threshold self-expressive network, plain elastic
-    # net and error, squared-difference contrast at 0.1, mean fusion, PCA embedding.
-    "paper": Objective(
-        coefficients="relu",
-        options=ReluOptions(),
-        agreement="squared",
-        lambda_contrast=0.1,
-        scale_free=False,
-        fusion="mean",
-        embedding="pca",
-        epoch_budget=400,
-    ),
+    "paper": _PAPER,
     # The paper plus a threshold that keeps each cell's best anchor, locality-weighted L1
     # and a scale-free error.
-    "paper_local": Objective(
-        coefficients="relu",
-        options=ReluOptions(locality=True, ceiling=True),
-        agreement="squared",
-        lambda_contrast=0.1,
-        scale_free=True,
-        fusion="mean",
-        embedding="pca",
-        epoch_budget=400,
+    "paper_local": replace(
+        _PAPER, options=ReluOptions(locality=True, ceiling=True), scale_free=True
     ),
 }
 # Former preset names, accepted with a FutureWarning for one release.

@@ -104,7 +104,7 @@ def embed_and_cluster(
         (5-10 s). :func:`scmsi.pl.umap` computes it on first use when it is missing.
     fusion
         How modalities' coefficients are fused (:meth:`scmsi.SCMSI.get_coefficients`); None
-        (default): the model's (``model.fusion``, set by its preset). ``"product"`` (product
+        (default): the model's (``model.fusion``, set by its objective). ``"product"`` (product
         of the modalities' anchor distributions), ``"mean"`` (equal weights), ``"precision"``
         (per-cell inverse posterior-variance weights) or ``"adaptive"`` (per-cell
         cross-rebuild weights); the per-cell weights are also written to
@@ -116,7 +116,7 @@ def embed_and_cluster(
         rebuilt by the fused affinity, ``sum_i c_{n,i} z^m_i`` over the anchors, standardised
         and concatenated (:func:`rebuilt_projection`); ``"pca"``: PCA of the fused
         coefficients (``n_comps``). None (default): the model's (``model.embedding``, set by
-        its preset). The map is stored in ``uns["scmsi_embedding"]`` and applied to new cells by
+        its objective). The map is stored in ``uns["scmsi_embedding"]`` and applied to new cells by
         :func:`map_query`.
     top_k
         None: hold the fused coefficients dense (N x A) and write them to

@@ -97,7 +97,7 @@ def choose_n_domains(
 
     Why not BIC: on real sections the mixture's BIC keeps falling up to any count tried (the
     domains are not Gaussian), so it chose the largest count on DLPFC (15 for 7 layers); the
-    silhouette peaks near the layer count there (see docs/notes/spatial.md).
+    silhouette peaks near the layer count there (docs/spatial.md).
 
     Returns ``(n, {"criterion", "n_range", "scores"})``.
     """

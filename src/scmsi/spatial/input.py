@@ -97,7 +97,7 @@ def to_mudata(
         input); the decoder still rebuilds the spot's own data. Off by default: on DLPFC
         (2 seeds x 2 sections, 60 epochs) it did not raise the ARI (mean 0.476 either way),
         trained ~20 % slower and left RNA's coefficients degenerate in 2 of 6 runs (0 of 5
-        without it); see docs/notes/spatial.md.
+        without it).
     n_top_genes
         Keep this many highly variable genes (seurat_v3 on counts), plus the expressed genes
         of any spot that would have no counts in them (so no spot is lost); None keeps all.
