@@ -1,5 +1,6 @@
 """Named objectives: the paper's as published, and the default's components."""
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -107,3 +108,21 @@ def test_the_objective_survives_save_and_load(mdata, tmp_path):
     loaded = scmsi.SCMSI.load(tmp_path / "m", adata=mdata)
     assert loaded.objective == model.objective and loaded.preset == "paper"
     assert loaded.module.objective == model.module.objective
+
+
+def test_models_saved_before_the_objective_still_load(mdata):
+    """Their init params name every former keyword, also the ignored ReLU defaults."""
+    from scmsi._model import _FROM_STATE
+
+    former = dict(preset="default", n_embed=64, lambda_se=1.0, lambda_contrast=None,
+                  lambda_cross=0.0, gamma=1.0, lam=0.9, locality=None, coefficients=None,
+                  ceiling=None, agreement=None, scale_free=None, anchor_grad=None,
+                  fusion=None, embedding=None)  # fmt: skip
+    token = _FROM_STATE.set(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            model = _model(mdata, **former)
+    finally:
+        _FROM_STATE.reset(token)
+    assert model.objective == replace(PRESETS["default"], lambda_cross=0.0)

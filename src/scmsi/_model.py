@@ -38,7 +38,7 @@ from scvi.train import TrainingPlan
 from . import _validation as val
 from ._anchors import default_n_anchors, select_anchors
 from ._backed import dense, read_rows
-from ._constants import CONTEXT_LAYERS_KEY, declared_modality_types
+from ._constants import CONTEXT_LAYERS_KEY, MODALITY_TYPES_KEY, declared_modality_types
 from ._fusion import (
     N_WEIGHT_DRAWS,
     Fusion,
@@ -1599,7 +1599,8 @@ def _check_setup_keys(mdata, modalities, layers, context_layers, observed_keys) 
     if left_out:
         warnings.warn(
             f"Modalities {left_out} of the MuData are left out of the model (not in "
-            "`modalities=` or uns['modality_types']); pass them in `modalities=` to use them.",
+            f"`modalities=` or uns[{MODALITY_TYPES_KEY!r}]); pass them in `modalities=` to use "
+            "them.",
             UserWarning,
             stacklevel=3,
         )
@@ -1737,21 +1738,21 @@ def modality_kinds(mdata: MuData) -> dict[str, str]:
         absent = [m for m in declared if m not in mdata.mod]
         if absent:
             raise KeyError(
-                f"mdata.uns['modality_types'] names modalities {absent} that the MuData does "
+                f"mdata.uns[{MODALITY_TYPES_KEY!r}] names modalities {absent} that the MuData does "
                 f"not have (has {list(mdata.mod)}); fix it or pass `modalities=`."
             )
         return {m: declared[m] for m in mdata.mod if m in declared}  # .h5mu sorts uns keys
     kinds = {m: _KIND_BY_NAME[m.lower()] for m in mdata.mod if m.lower() in _KIND_BY_NAME}
     if not kinds:
         raise ValueError(
-            f"No modality types: mdata.uns['modality_types'] is not set and the names "
+            f"No modality types: mdata.uns[{MODALITY_TYPES_KEY!r}] is not set and the names "
             f"{list(mdata.mod)} are not known ones. Pass `modalities=`, e.g. "
             "`modalities={'rna': 'counts', 'prot': 'protein'}` (types: counts, protein, "
             "accessibility, continuous)."
         )
     warnings.warn(
         f"Modality types guessed from their names: {kinds}. Pass `modalities=` or set "
-        "mdata.uns['modality_types'] to say them.",
+        f"mdata.uns[{MODALITY_TYPES_KEY!r}] to say them.",
         UserWarning,
         stacklevel=3,
     )

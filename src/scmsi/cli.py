@@ -228,7 +228,7 @@ def _resolve_modalities(mdata, args) -> dict[str, str]:
         source = f"uns[{MODALITY_TYPES_KEY!r}]"
     else:
         raise CLIError(
-            f"{args.input} does not say its modalities' types (no uns['modality_types']); "
+            f"{args.input} does not say its modalities' types (no uns[{MODALITY_TYPES_KEY!r}]); "
             f"pass --modalities, e.g. --modalities {','.join(f'{m}=counts' for m in mdata.mod)} "
             "(types: " + ", ".join(HEADS) + ")"
         )
@@ -242,7 +242,7 @@ def _resolve_modalities(mdata, args) -> dict[str, str]:
     left_out = [m for m in mdata.mod if m not in kinds]
     if left_out and not given:
         raise CLIError(
-            f"modalities {left_out} of the input have no type in uns['modality_types'] and "
+            f"modalities {left_out} of the input have no type in uns[{MODALITY_TYPES_KEY!r}] and "
             "would be left out; pass --modalities with every modality to fit"
         )
     return kinds
@@ -373,7 +373,8 @@ def _parser() -> argparse.ArgumentParser:
     p_fit.add_argument("input", help="input .h5mu (raw counts), or .h5ad with --protein-obsm-key")
     p_fit.add_argument(
         "--modalities",
-        help="types, e.g. rna=counts,prot=protein (default: the input's uns['modality_types'])",
+        help=f"types, e.g. rna=counts,prot=protein (default: the input's "
+        f"uns[{MODALITY_TYPES_KEY!r}])",
     )
     p_fit.add_argument("--layers", help="layers holding raw counts, e.g. rna=counts")
     p_fit.add_argument("--batch-key", help="batch column of the input's obs")
