@@ -18,7 +18,16 @@ def test_default_keys_are_todays_keys():
 
 def test_another_prefix_names_every_key_apart():
     default, foo = C.OutputKeys(), C.OutputKeys("foo")
-    names = ("embedding", "pca", "coef", "weights", "connectivities", "distances", "leiden", "umap")
+    names = (
+        "embedding",
+        "embedding_map",
+        "coef",
+        "weights",
+        "connectivities",
+        "distances",
+        "leiden",
+        "umap",
+    )
     for n in names:
         assert getattr(foo, n) != getattr(default, n), n
         assert "foo" in getattr(foo, n), n

@@ -159,7 +159,7 @@ def test_load_query_data_with_an_rna_only_query(reference_and_query):
     rna_only = mu.MuData({"rna": query["rna"].copy()})
     rna_only.obs["batch"] = query.obs["batch"].to_numpy()
     qmodel = scmsi.SCMSI.load_query_data(rna_only, model)
-    assert not qmodel._observed()["prot"].any()
+    assert not qmodel._observed_cells()["prot"].any()
     qmodel.train(max_epochs=2, enable_progress_bar=False)
     assert qmodel.get_coefficients().shape == (query.n_obs, 30)
     mean, sd = qmodel.impute(modality="prot", n_samples=3)

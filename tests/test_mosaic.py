@@ -84,7 +84,7 @@ def test_explicit_observed_column(cells):
         scmsi.SCMSI.setup_mudata(d, layers=LAYERS, observed_keys={"prot": "bad"})
     scmsi.SCMSI.setup_mudata(d, layers=LAYERS, observed_keys={"prot": "measured"})
     model = scmsi.SCMSI(d, n_anchors=10)
-    assert model._observed()["prot"].sum() == 60
+    assert model._observed_cells()["prot"].sum() == 60
     assert d.obs["measured"].to_numpy()[model.anchor_indices_].all()
 
 

@@ -33,21 +33,14 @@ import scanpy as sc
 from anndata import AnnData
 from mudata import MuData
 
+from . import _cluster
 from ._cluster import (
     anchor_spectral_embedding,
-    auto_top_k,
     cluster,
     coefficient_embedding,
-    coefficient_pca,
-    joint_latent,
     knn_graph,
-    latent_standardisation,
     leiden,
     leiden_auto,
-    leiden_stable,
-    project_batches,
-    rebuilt_projection,
-    streamed_coefficient_pca,
 )
 from ._constants import KEY, X_KEY, OutputKeys
 from ._fusion import Fusion, check_fusion, fusion_scale
@@ -89,7 +82,7 @@ def embed_and_cluster(
         Neighbours of the k-NN graph.
     resolution
         Leiden resolution, or ``"auto"``: the resolution whose clusters are the most stable
-        when cells are left out (:func:`leiden_stable`; no labels are used), or
+        when cells are left out (:func:`~scmsi._cluster.leiden_stable`; no labels are used), or
         ``"silhouette"``: the one whose clusters have the highest silhouette on the embedding
         (:func:`leiden_auto`). The chosen resolution, the number of clusters and the evidence
         (stability/silhouette per candidate) are written to ``uns["<key_added>_leiden"]``.
@@ -111,19 +104,19 @@ def embed_and_cluster(
         ``obsm["scmsi_modality_weights"]``.
     embedding
         ``"latent"``: every modality's latent, standardised over the anchors and concatenated
-        (:func:`joint_latent`; with the default preset the latents are trained so that their
-        anchor neighbourhoods agree across modalities); ``"rebuilt"``: each cell's latents
-        rebuilt by the fused affinity, ``sum_i c_{n,i} z^m_i`` over the anchors, standardised
-        and concatenated (:func:`rebuilt_projection`); ``"pca"``: PCA of the fused
-        coefficients (``n_comps``). None (default): the model's (``model.embedding``, set by
-        its objective). The map is stored in ``uns["scmsi_embedding"]`` and applied to new cells by
-        :func:`map_query`.
+        (:func:`~scmsi._cluster.joint_latent`; with the default objective the latents are trained so
+        that their anchor neighbourhoods agree across modalities); ``"rebuilt"``: each cell's
+        latents rebuilt by the fused affinity, ``sum_i c_{n,i} z^m_i`` over the anchors,
+        standardised and concatenated (:func:`~scmsi._cluster.rebuilt_projection`); ``"pca"``: PCA
+        of the fused coefficients (``n_comps``). None (default): the model's (``model.embedding``,
+        set by its objective). The map is stored in ``uns["scmsi_embedding"]`` and applied to new
+        cells by :func:`map_query`.
     top_k
-        None: hold the fused coefficients dense (N x A) and write them to
-        ``obsm["scmsi_coef"]``. An integer: never hold them dense; the PCA is computed exactly
-        in two streamed passes (:func:`streamed_coefficient_pca`) and ``obsm["scmsi_coef"]``
-        gets each cell's ``top_k`` largest coefficients (sparse CSR). ``"auto"``: dense up
-        to 50M cells x anchors (e.g. 97,000 cells with 512 anchors), else the top 64.
+        None: hold the fused coefficients dense (N x A) and write them to ``obsm["scmsi_coef"]``. An
+        integer: never hold them dense; the PCA is computed exactly in two streamed passes
+        (:func:`~scmsi._cluster.streamed_coefficient_pca`) and ``obsm["scmsi_coef"]`` gets each
+        cell's ``top_k`` largest coefficients (sparse CSR). ``"auto"``: dense up to 50M cells x
+        anchors (e.g. 97,000 cells with 512 anchors), else the top 64.
     batch_size
         Minibatch size of the model's forward passes.
     seed
@@ -141,7 +134,7 @@ def embed_and_cluster(
         on it with ``neighbors_key="scmsi"``.
     """
     keys = OutputKeys(key_added)
-    k = auto_top_k(data.n_obs, model.module.n_anchors, top_k)
+    k = _cluster.auto_top_k(data.n_obs, model.module.n_anchors, top_k)
     n_comps = n_comps or model.module.n_latent
     fusion = getattr(model, "fusion", "mean") if fusion is None else fusion
     check_fusion(fusion)
@@ -198,25 +191,25 @@ def _embed(data, model, embedding, k, n_comps, fusion, batch_size, scale, seed) 
     """``(embedding, its map, fused coefficients, latents, weights)`` of
     :func:`embed_and_cluster` (the map is what :func:`map_query` applies to new cells)."""
     if embedding == "latent":
-        _, fused, latents, weights = project_batches(
+        _, fused, latents, weights = _cluster.project_batches(
             data, model, None, k, fusion, batch_size, scale
         )
-        pca = latent_standardisation(model)
-        emb = joint_latent(latents, pca)
+        pca = _cluster.latent_standardisation(model)
+        emb = _cluster.joint_latent(latents, pca)
     elif embedding == "rebuilt":
         # A linear map of the coefficients, like the PCA: one pass, dense or top-k.
-        pca = rebuilt_projection(model)
-        emb, fused, latents, weights = project_batches(
+        pca = _cluster.rebuilt_projection(model)
+        emb, fused, latents, weights = _cluster.project_batches(
             data, model, pca, k, fusion, batch_size, scale
         )
     elif k is None:
         # One pass: coefficients, latents and weights together.
-        _, fused, latents, weights = project_batches(
+        _, fused, latents, weights = _cluster.project_batches(
             data, model, None, None, fusion, batch_size, scale
         )
-        emb, pca = coefficient_pca(fused, n_comps, seed)
+        emb, pca = _cluster.coefficient_pca(fused, n_comps, seed)
     else:
-        emb, pca, fused, latents, weights = streamed_coefficient_pca(
+        emb, pca, fused, latents, weights = _cluster.streamed_coefficient_pca(
             data, model, n_comps, k, fusion, batch_size, scale
         )
     pca["anchors"] = np.asarray(model.anchor_names_, dtype=str)
@@ -231,7 +224,7 @@ def _embed(data, model, embedding, k, n_comps, fusion, batch_size, scale, seed) 
 def _leiden_clusters(graph, emb, resolution, seed) -> tuple[pd.Categorical, dict]:
     """Leiden clusters at ``resolution`` (a number, or a label-free rule) and its evidence."""
     if resolution == "auto":
-        return leiden_stable(graph, emb, seed=seed)
+        return _cluster.leiden_stable(graph, emb, seed=seed)
     if resolution == "silhouette":
         return leiden_auto(graph, emb, seed=seed)
     return leiden(graph, float(resolution), seed), {"resolution": float(resolution)}
@@ -339,15 +332,15 @@ def map_query(
             "The reference embedding was computed with another model (different anchor cells): "
             "run `scmsi.tl.embed_and_cluster(reference, model)` with this model first."
         )
-    k = auto_top_k(query.n_obs, model.module.n_anchors, top_k)
+    k = _cluster.auto_top_k(query.n_obs, model.module.n_anchors, top_k)
     # References embedded before the fusion was recorded used equal weights.
     fusion = str(pca.get("fusion", "mean"))
     latent = pca.get("embedding") == "latent"
-    emb, coef, latents, _ = project_batches(
+    emb, coef, latents, _ = _cluster.project_batches(
         query, model, None if latent else pca, k, fusion, batch_size, pca.get("fusion_scale")
     )
     if latent:
-        emb = joint_latent(latents, pca)
+        emb = _cluster.joint_latent(latents, pca)
     query.obsm[keys.embedding] = emb
     query.obsm[keys.coef] = coef
     for m, z in latents.items():
