@@ -1,4 +1,5 @@
-"""Write a feature-barcode matrix in Cell Ranger's own HDF5 layout (tests only).
+"""Write 10x Genomics outputs (tests only): a feature-barcode matrix in Cell Ranger's own
+HDF5 layout, and a Space Ranger folder.
 
 The layout of Cell Ranger >= 3 (as ``scanpy.read_10x_h5`` reads it): group ``matrix`` with
 ``barcodes``, ``data`` (int32), ``indices``, ``indptr``, ``shape`` = (features, barcodes), the
@@ -8,10 +9,12 @@ features x barcodes matrix stored by column (CSC, i.e. the CSR of barcodes x fea
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 from scipy import sparse
 
 
@@ -42,3 +45,42 @@ def write_10x_h5(path: Path, blocks: list[tuple], barcodes, genome: str = "GRCh3
         feats["genome"] = np.repeat(genome, len(names)).astype("S")
         feats["_all_tag_keys"] = np.array([b"genome"])
     return path
+
+
+CITE_SEQ = {"rna": "Gene Expression", "prot": "Antibody Capture"}
+
+
+def write_cite_seq(path: Path, mdata, extra: list[tuple] | None = None) -> Path:
+    """Write the ``rna`` and ``prot`` counts (``.X``) of a CITE-seq MuData as Cell Ranger
+    does, then the ``extra`` blocks (as :func:`write_10x_h5` takes them)."""
+    blocks = [(mdata[m].X, mdata[m].var_names, kind) for m, kind in CITE_SEQ.items()]
+    return write_10x_h5(path, blocks + (extra or []), mdata.obs_names)
+
+
+def write_visium(folder: Path, adata) -> Path:
+    """Write a section laid out as :func:`tests._synthetic.synthetic_visium` returns it as a
+    Space Ranger folder: the matrix, ``spatial/tissue_positions_list.csv`` (pixels rounded),
+    ``scalefactors_json.json`` and its image as ``tissue_lowres_image.png``."""
+    from PIL import Image
+
+    (folder / "spatial").mkdir(parents=True)
+    blocks = [(adata.X, adata.var_names, "Gene Expression")]
+    write_10x_h5(folder / "filtered_feature_bc_matrix.h5", blocks, adata.obs_names, genome="x")
+    xy = adata.obsm["spatial"]
+    pos = pd.DataFrame(
+        {
+            "in_tissue": 1,
+            "array_row": adata.obs["array_row"],
+            "array_col": adata.obs["array_col"],
+            "pxl_row": xy[:, 1].round().astype(int),
+            "pxl_col": xy[:, 0].round().astype(int),
+        },
+        index=adata.obs_names,
+    )
+    pos.to_csv(folder / "spatial" / "tissue_positions_list.csv", header=False)
+    library = next(iter(adata.uns["spatial"].values()))
+    sf = dict(library["scalefactors"])
+    sf["tissue_lowres_scalef"] = sf.pop("tissue_hires_scalef")
+    (folder / "spatial" / "scalefactors_json.json").write_text(json.dumps(sf))
+    Image.fromarray(library["images"]["hires"]).save(folder / "spatial" / "tissue_lowres_image.png")
+    return folder

@@ -279,23 +279,12 @@ def _resolve_modalities(mdata, args) -> dict[str, str]:
     return kinds
 
 
-# The type a modality's usual name suggests, for the example in an error message only: a
-# type is never guessed for training.
-_NAMED_TYPES = {
-    "protein": ("prot", "adt", "antibod", "cite"),
-    "accessibility": ("atac", "peak", "chrom", "access"),
-    "continuous": ("image", "niche", "morph"),
-}
-
-
 def _suggested_type(modality: str) -> str:
-    """``"protein"`` for ``prot``/``adt``..., ``"accessibility"`` for ``atac``..., else
-    ``"counts"``."""
-    name = str(modality).lower()
-    for kind, stems in _NAMED_TYPES.items():
-        if name.startswith(stems):
-            return kind
-    return "counts"
+    """The type a modality's usual name suggests (``prot`` -> protein, ``atac`` ->
+    accessibility; else counts), for the example in an error message only."""
+    from ._model import _KIND_BY_NAME  # the names setup_mudata knows: one table
+
+    return _KIND_BY_NAME.get(str(modality).lower(), "counts")
 
 
 def _check_data_keys(mdata, args, kinds) -> dict[str, str | None]:
