@@ -389,9 +389,9 @@ def check_informative(x, name: str) -> None:
 
 
 # ------------------------------------------------------------------------------ spatial
-# Checks of a spatial AnnData (spots, coordinates, image), run by scmsi.spatial.to_mudata
-# before any work; the coordinates also by spatial_graph, which every spatial path calls.
-# Each error names the problem and the command that fixes it; the data are never modified.
+# Checks of a spatial AnnData (spots, coordinates, image), run once by
+# scmsi.spatial.to_mudata, the model input's builder, before any work. Each error names the
+# problem and the command that fixes it; the data are never modified.
 IMAGE_MARGIN = 0.05  # share of an image's size a spot centre may lie beyond its edge
 
 

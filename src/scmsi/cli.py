@@ -282,9 +282,9 @@ def _resolve_modalities(mdata, args) -> dict[str, str]:
 def _suggested_type(modality: str) -> str:
     """The type a modality's usual name suggests (``prot`` -> protein, ``atac`` ->
     accessibility; else counts), for the example in an error message only."""
-    from ._model import _KIND_BY_NAME  # the names setup_mudata knows: one table
+    from .io import FEATURE_TYPES  # the names the Cell Ranger reader gives, with their types
 
-    return _KIND_BY_NAME.get(str(modality).lower(), "counts")
+    return dict(FEATURE_TYPES.values()).get(str(modality).lower(), "counts")
 
 
 def _check_data_keys(mdata, args, kinds) -> dict[str, str | None]:

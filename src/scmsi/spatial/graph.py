@@ -24,9 +24,6 @@ def spatial_graph(
     """
     from sklearn.neighbors import NearestNeighbors
 
-    from .._validation import check_coordinates
-
-    check_coordinates(coords)  # NaN or repeated positions: a named error, not scikit-learn's
     coords = np.asarray(coords, dtype=np.float64)
     n = coords.shape[0]
     k = int(min(n_neighs, n - 1))
