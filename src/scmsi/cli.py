@@ -187,7 +187,7 @@ def _read_input(args):
     return _anndata_to_mudata(adata, args.protein_obsm_key, path)
 
 
-def _read_cellranger(path: Path, args):
+def _read_cellranger(path: Path, args: argparse.Namespace):
     """A Cell Ranger ``.h5`` or ``outs/`` folder (:func:`scmsi.io.read_10x_h5`): the
     modalities and their types are the file's feature types, so no --modalities is needed."""
     from .io import read_10x_h5
@@ -423,7 +423,7 @@ def domains(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_section(args):
+def _read_section(args: argparse.Namespace):
     """The Space Ranger folder as an AnnData (:func:`scmsi.spatial.read_visium`), with the
     --label-key column from the spot table when the reader's obs lacks it."""
     from .spatial.io import find_visium, read_visium
@@ -444,7 +444,7 @@ def _read_section(args):
     return adata
 
 
-def _spot_labels(args, folder: Path, obs_names):
+def _spot_labels(args: argparse.Namespace, folder: Path, obs_names):
     """--label-key's column of --metadata (default the folder's metadata.tsv), as categories."""
     import pandas as pd
 
