@@ -108,7 +108,7 @@ def _cli_help() -> None:
 
     out = HERE / "generated"
     out.mkdir(exist_ok=True)
-    for name, argv in {"scmsi": [], "fit": ["fit"], "demo": ["demo"]}.items():
+    for name, argv in {"scmsi": [], "fit": ["fit"], "domains": ["domains"], "demo": ["demo"]}.items():
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
             main([*argv, "--help"])

@@ -85,6 +85,7 @@ def test_choose_n_domains_without_labels():
     x, _ = _blobs()
     n, info = sp.choose_n_domains(x, n_range=(2, 8), seed=0)
     assert n == 4 and info["n_range"] == [2, 8] and len(info["scores"]) == 7
+    assert set(info["scores"]) == {str(k) for k in range(2, 9)}  # writable to .h5ad
     assert sp.choose_n_domains(x, n_range=(2, 8), method="kmeans")[0] == 4
 
 

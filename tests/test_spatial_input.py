@@ -89,3 +89,57 @@ def test_setup_reads_the_neighbourhood_and_the_encoder_sees_it():
     assert "anchor_ctx_rna" not in dict(scmsi.SCMSI(plain, n_anchors=16).module.named_buffers())
     with pytest.raises(KeyError, match="Context layer"):
         scmsi.SCMSI.setup_mudata(plain, modalities=kinds, context_layers={"rna": "nope"})
+
+
+# ------------------------------------------------------------------ named errors on bad spots
+def _unchanged(before, after) -> bool:
+    return (
+        np.array_equal(before.obsm["spatial"], after.obsm["spatial"], equal_nan=True)
+        and before.obs_names.equals(after.obs_names)
+        and before.uns["spatial"]["synthetic"]["scalefactors"]
+        == after.uns["spatial"]["synthetic"]["scalefactors"]
+    )
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_infinite_coordinates_are_named(bad):
+    syn = synthetic_visium(n_rows=6, n_cols=6)
+    syn.obsm["spatial"][3, 1] = bad
+    before = syn.copy()
+    with pytest.raises(ValueError, match=r"NaN or infinite coordinates for 1 spots.*spot3"):
+        sp.to_mudata(syn)
+    assert _unchanged(before, syn)
+
+
+def test_duplicated_barcodes_are_named():
+    syn = synthetic_visium(n_rows=6, n_cols=6)
+    syn.obs_names = ["spot0"] * 2 + list(syn.obs_names[2:])
+    with pytest.raises(ValueError, match=r"barcodes occur more than once.*obs_names_make_unique"):
+        sp.to_mudata(syn)
+
+
+def test_duplicated_coordinates_are_named():
+    syn = synthetic_visium(n_rows=6, n_cols=6)
+    syn.obsm["spatial"][5] = syn.obsm["spatial"][4]
+    with pytest.raises(ValueError, match=r"1 spots share their position.*spot4"):
+        sp.to_mudata(syn)
+
+
+def test_image_whose_scale_factor_does_not_match_is_named():
+    syn = synthetic_visium(n_rows=6, n_cols=6)  # the image is at 0.2 of full resolution
+    syn.uns["spatial"]["synthetic"]["scalefactors"]["tissue_hires_scalef"] = 1.0
+    before = syn.copy()
+    with pytest.raises(ValueError, match=r"'hires' image .* does not match the coordinates"):
+        sp.to_mudata(syn)
+    assert _unchanged(before, syn)
+    sp.to_mudata(syn, image=False, n_top_genes=None)  # the fix the message names
+    del syn.uns["spatial"]["synthetic"]["scalefactors"]["tissue_hires_scalef"]
+    with pytest.raises(ValueError, match="no scalefactors\\['tissue_hires_scalef'\\]"):
+        sp.to_mudata(syn)
+
+
+def test_section_with_fewer_spots_than_neighbours_is_named():
+    syn = synthetic_visium(n_rows=3, n_cols=2, n_domains=3)  # 6 spots
+    with pytest.raises(ValueError, match="6 spots, but each spot needs 6 spatial neighbours"):
+        sp.to_mudata(syn)
+    sp.to_mudata(syn, n_neighs=3, image=False, n_top_genes=None)

@@ -1,53 +1,17 @@
 """scmsi.spatial.io: Visium folders and the ST adapter."""
 
-import json
-
-import h5py
 import numpy as np
 import pandas as pd
-from scipy import sparse
+import pytest
 
 from scmsi import spatial as sp
 from tests._synthetic import synthetic_visium
-
-
-def _write_visium(folder, adata):
-    (folder / "spatial").mkdir(parents=True)
-    x = sparse.csc_matrix(adata.X.T.astype(np.int32))  # 10x layout: genes x barcodes
-    with h5py.File(folder / "filtered_feature_bc_matrix.h5", "w") as f:
-        m = f.create_group("matrix")
-        m["barcodes"] = np.array(adata.obs_names, dtype="S")
-        m["data"], m["indices"], m["indptr"] = x.data, x.indices, x.indptr
-        m["shape"] = np.array(x.shape)
-        ft = m.create_group("features")
-        ft["id"] = ft["name"] = np.array(adata.var_names, dtype="S")
-        ft["feature_type"] = np.array(["Gene Expression"] * adata.n_vars, dtype="S")
-        ft["genome"] = np.array(["x"] * adata.n_vars, dtype="S")
-    xy = adata.obsm["spatial"]
-    pos = pd.DataFrame(
-        {
-            "in_tissue": 1,
-            "array_row": adata.obs["array_row"],
-            "array_col": adata.obs["array_col"],
-            "pxl_row": xy[:, 1].round().astype(int),
-            "pxl_col": xy[:, 0].round().astype(int),
-        },
-        index=adata.obs_names,
-    )
-    pos.to_csv(folder / "spatial" / "tissue_positions_list.csv", header=False)
-    sf = dict(adata.uns["spatial"]["synthetic"]["scalefactors"])
-    sf["tissue_lowres_scalef"] = sf.pop("tissue_hires_scalef")
-    (folder / "spatial" / "scalefactors_json.json").write_text(json.dumps(sf))
-    from PIL import Image
-
-    Image.fromarray(adata.uns["spatial"]["synthetic"]["images"]["hires"]).save(
-        folder / "spatial" / "tissue_lowres_image.png"
-    )
+from tests._tenx import write_visium
 
 
 def test_read_visium_folder_roundtrip(tmp_path):
     syn = synthetic_visium(n_rows=8, n_cols=8, n_genes=20)
-    _write_visium(tmp_path / "sec", syn)
+    write_visium(tmp_path / "sec", syn)
     a = sp.read_visium(tmp_path / "sec")
     assert a.shape == syn.shape and list(a.obs_names) == list(syn.obs_names)
     np.testing.assert_allclose(a.obsm["spatial"], syn.obsm["spatial"].round())
@@ -76,3 +40,27 @@ def test_read_st_adapter(tmp_path):
     a = sp.read_st(counts, spots, image=np.zeros((50, 50, 3), np.uint8), image_scale=0.1)
     assert a.shape == (3, 4) and a.obsm["spatial"][1].tolist() == [300.0, 100.0]
     assert sp.get_image(a)[1] == 0.1 and sp.get_image(a)[2] == 100.0
+
+
+def test_find_visium_takes_the_folder_its_outs_or_the_matrix_in_it(tmp_path):
+    syn = synthetic_visium(n_rows=4, n_cols=4, n_genes=5)
+    outs = write_visium(tmp_path / "run" / "outs", syn)
+    h5 = outs / "filtered_feature_bc_matrix.h5"
+    for given in (tmp_path / "run", outs, h5):
+        assert sp.find_visium(given) == (outs, "filtered_feature_bc_matrix.h5")
+    lone = tmp_path / "lone.h5"
+    lone.write_bytes(h5.read_bytes())
+    with pytest.raises(FileNotFoundError, match="count matrix without spatial data"):
+        sp.find_visium(lone)
+    with pytest.raises(FileNotFoundError, match="not a Space Ranger output folder"):
+        sp.read_visium(tmp_path)
+
+
+def test_read_spot_table_aligns_to_the_spots_and_names_a_mismatch(tmp_path):
+    names = pd.Index(["s1", "s2", "s3"])
+    table = tmp_path / "meta.tsv"
+    pd.DataFrame({"layer": ["L1", "L2"]}, index=["s3", "s1"]).to_csv(table, sep="\t")
+    out = sp.read_spot_table(table, names)
+    assert out["layer"].tolist()[::2] == ["L2", "L1"] and out["layer"].isna().tolist()[1]
+    with pytest.raises(ValueError, match="none of its 2 rows names a spot"):
+        sp.read_spot_table(table, pd.Index(["x", "y"]))

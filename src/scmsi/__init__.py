@@ -23,7 +23,7 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-_SUBMODULES = ("datasets", "pl", "pp", "spatial", "tl")
+_SUBMODULES = ("datasets", "io", "pl", "pp", "spatial", "tl")
 _HOMES = {
     "FUSIONS": "._objective",
     "Objective": "._objective",

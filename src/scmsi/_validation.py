@@ -14,6 +14,7 @@ import pandas as pd
 from scipy import sparse
 
 from ._backed import in_memory, row_blocks
+from ._constants import SPATIAL_KEY
 
 _CHUNK = 1 << 24  # values (or, for row sums, about that many entries) read at a time
 
@@ -385,3 +386,113 @@ def check_informative(x, name: str) -> None:
             "no information about the cells. Pass the right layer, or leave the modality out "
             "of `modalities=`."
         )
+
+
+# ------------------------------------------------------------------------------ spatial
+# Checks of a spatial AnnData (spots, coordinates, image), run once by
+# scmsi.spatial.to_mudata, the model input's builder, before any work. Each error names the
+# problem and the command that fixes it; the data are never modified.
+IMAGE_MARGIN = 0.05  # share of an image's size a spot centre may lie beyond its edge
+
+
+def check_coordinates(coords, obs_names: Sequence[str] | None = None) -> None:
+    """Raise unless ``coords`` ``(N, 2)`` are finite and no two spots share a position."""
+    xy = np.asarray(coords)
+    if xy.ndim != 2 or xy.shape[1] < 2 or not np.issubdtype(xy.dtype, np.number):
+        raise ValueError(
+            f"obsm['spatial'] must be a numeric (spots, 2) array of x, y positions, got shape "
+            f"{xy.shape} and dtype {xy.dtype}."
+        )
+    names = np.asarray(obs_names if obs_names is not None else np.arange(len(xy)))
+    bad = ~np.isfinite(xy).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"obsm['spatial'] has NaN or infinite coordinates for {int(bad.sum())} spots (e.g. "
+            f"{names[bad][:3].tolist()}): every spot needs a position. Drop those spots first: "
+            "`adata = adata[np.isfinite(adata.obsm['spatial']).all(axis=1)].copy()`."
+        )
+    _, first, counts = np.unique(xy, axis=0, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        shared = first[counts > 1]
+        raise ValueError(
+            f"{int((counts[counts > 1] - 1).sum())} spots share their position with another "
+            f"spot (e.g. {names[shared][:3].tolist()} at {xy[shared][:1].tolist()}): two spots "
+            "cannot sit at one place. Several sections in one AnnData: analyse each apart, or "
+            "offset each section's coordinates; repeated rows: keep one of each, "
+            "`adata = adata[~pd.DataFrame(adata.obsm['spatial']).duplicated().to_numpy()]"
+            ".copy()`."
+        )
+
+
+def check_spot_names(obs_names: Sequence[str]) -> None:
+    """Raise if spot barcodes repeat (the same barcodes recur on every Visium slide)."""
+    names = pd.Index(obs_names)
+    if not names.is_unique:
+        dup = names[names.duplicated()].unique()
+        raise ValueError(
+            f"{len(dup)} spot barcodes occur more than once (e.g. {dup[:3].tolist()}), as when "
+            "sections are concatenated: each Visium slide reuses the same barcodes. Give every "
+            "spot its own name, e.g. `adata.obs_names = section + '_' + adata.obs_names`, or "
+            "`adata.obs_names_make_unique()`."
+        )
+
+
+def check_enough_spots(n_spots: int, n_neighs: int) -> None:
+    """Raise if a section has no more spots than the neighbours each spot needs."""
+    if n_spots <= n_neighs:
+        raise ValueError(
+            f"The section has {n_spots} spots, but each spot needs {n_neighs} spatial "
+            f"neighbours (n_neighs): pass a section with more than {n_neighs} spots, or a "
+            "smaller `n_neighs`."
+        )
+
+
+def check_image_scale(coords, library: dict, library_id: str) -> None:
+    """Raise if a stored image's scale factor puts spots outside that image.
+
+    ``library``: ``uns["spatial"][library_id]``; the pixel of a spot in image ``key`` is
+    ``coords * scalefactors[f"tissue_{key}_scalef"]`` (1 for ``fullres``). A spot centre may
+    lie up to :data:`IMAGE_MARGIN` of the image beyond its edge (spots at the border).
+    """
+    xy = np.asarray(coords, dtype=np.float64)
+    scalefactors = library.get("scalefactors", {})
+    where = f"uns['spatial'][{library_id!r}]"
+    for key, image in library.get("images", {}).items():
+        name = f"tissue_{key}_scalef"
+        if key != "fullres" and name not in scalefactors:
+            raise ValueError(
+                f"{where} has a {key!r} image but no scalefactors[{name!r}]: add it from Space "
+                "Ranger's spatial/scalefactors_json.json, or remove the image."
+            )
+        scale = 1.0 if key == "fullres" else float(scalefactors[name])
+        height, width = np.shape(image)[:2]
+        px = xy * scale
+        lo = -IMAGE_MARGIN * np.array([width, height])
+        hi = (1 + IMAGE_MARGIN) * np.array([width, height])
+        outside = ((px < lo) | (px > hi)).any(axis=1)
+        if outside.any():
+            raise ValueError(
+                f"The {key!r} image ({width} x {height} px) does not match the coordinates: "
+                f"with {name} = {scale:.4g}, {int(outside.sum())} of {len(xy)} spots fall "
+                f"outside it (x up to {px[:, 0].max():.0f}, y up to {px[:, 1].max():.0f}). The "
+                f"scale factor belongs to another image (hires vs lowres), or obsm['spatial'] "
+                f"is not in full-resolution pixels: set {where}['scalefactors'] from Space "
+                "Ranger's scalefactors_json.json, or build the input without it (`image=False`)."
+            )
+
+
+def check_spatial(adata, n_neighs: int, image: bool = True) -> None:
+    """Every check of a spatial AnnData before the model input is built: positions, spot
+    names, section size and, with ``image``, the stored images' scale factors."""
+    if SPATIAL_KEY not in adata.obsm:
+        raise KeyError(
+            "adata.obsm['spatial'] (spot coordinates) is required: read the section with "
+            "scmsi.spatial.read_visium (or read_st), which sets it."
+        )
+    check_spot_names(adata.obs_names)
+    check_enough_spots(adata.n_obs, n_neighs)
+    check_coordinates(adata.obsm[SPATIAL_KEY], adata.obs_names)
+    libraries = adata.uns.get(SPATIAL_KEY) or {}
+    if image and libraries:  # the first library's image is the one the input reads
+        library_id = next(iter(libraries))
+        check_image_scale(adata.obsm[SPATIAL_KEY], libraries[library_id], library_id)

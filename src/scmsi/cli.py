@@ -1,4 +1,5 @@
-"""Command line: ``scmsi fit`` on a .h5mu (or .h5ad) file, ``scmsi demo`` on the in-house PBMC data.
+"""Command line: ``scmsi fit`` on a .h5mu, .h5ad or Cell Ranger file, ``scmsi domains`` on a
+Space Ranger folder, ``scmsi demo`` on the in-house PBMC data.
 
 Every argument and the input are checked before training. Errors are one line on stderr,
 ``scmsi: error: ...``, with exit status 2 (``--debug`` shows the traceback); Ctrl-C exits
@@ -22,7 +23,7 @@ from pathlib import Path
 from ._constants import MODALITY_TYPES_KEY, declared_modality_types
 from ._objective import FUSIONS, PRESET_NAMES
 
-_INPUT_SUFFIXES = (".h5mu", ".h5ad")
+_INPUT_SUFFIXES = (".h5mu", ".h5ad", ".h5")
 
 
 class CLIError(Exception):
@@ -132,13 +133,13 @@ def _figure_format(path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------ checks
-def _check_args(args) -> None:
+def _check_args(args, figure_suffix: str = ".umap.png") -> None:
     """Everything that needs no data: paths, formats, numbers."""
     out = Path(args.output)
     if out.suffix != ".h5mu":
         raise CLIError(f"--output {out}: the results are a MuData; name the file *.h5mu")
     _check_writable(out, "--output")
-    args.figure = Path(args.figure) if args.figure else out.with_suffix(".umap.png")
+    args.figure = Path(args.figure) if args.figure else out.with_suffix(figure_suffix)
     _check_writable(args.figure, "--figure")
     args.figure_format = _figure_format(args.figure)
     if args.save_model:
@@ -147,6 +148,7 @@ def _check_args(args) -> None:
         ("--max-epochs", args.max_epochs, 1),
         ("--n-anchors", args.n_anchors, 2),
         ("--n-clusters", getattr(args, "n_clusters", None), 2),
+        ("--n-domains", getattr(args, "n_domains", None), 2),
     ]:
         if value is not None and value < low:
             raise CLIError(f"{option} must be at least {low}, got {value}")
@@ -157,11 +159,14 @@ def _read_input(args):
     path = Path(args.input)
     if not path.exists():
         raise CLIError(f"input {path} does not exist")
+    if path.is_dir() or path.suffix == ".h5":
+        return _read_cellranger(path, args)
     if not path.is_file() or not os.access(path, os.R_OK):
         raise CLIError(f"input {path} is not a readable file")
     if path.suffix not in _INPUT_SUFFIXES:
         raise CLIError(
-            f"input {path}: expected a MuData (.h5mu) or an AnnData (.h5ad), got {path.suffix!r}"
+            f"input {path}: expected a MuData (.h5mu), an AnnData (.h5ad) or a Cell Ranger "
+            f"matrix (.h5, or its outs/ folder), got {path.suffix!r}"
         )
     if path.suffix == ".h5ad" and args.modalities:
         raise CLIError("--modalities applies to a .h5mu input; an .h5ad gives rna and prot")
@@ -179,6 +184,27 @@ def _read_input(args):
     except Exception as e:
         raise CLIError(f"cannot read {path} as AnnData (.h5ad): {_one_line(e)}") from e
     return _anndata_to_mudata(adata, args.protein_obsm_key, path)
+
+
+def _read_cellranger(path: Path, args: argparse.Namespace):
+    """A Cell Ranger ``.h5`` or ``outs/`` folder (:func:`scmsi.io.read_10x_h5`): the
+    modalities and their types are the file's feature types, so no --modalities is needed."""
+    from .io import read_10x_h5
+
+    if args.protein_obsm_key:
+        raise CLIError("--protein-obsm-key applies to an .h5ad input, not a Cell Ranger matrix")
+    if not os.access(path, os.R_OK):
+        raise CLIError(f"input {path} is not readable (permission denied)")
+    try:
+        mdata = read_10x_h5(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(_one_line(e)) from e
+    kinds = mdata.uns["modality_types"]
+    print(
+        f"{path}: {mdata.n_obs} cells; "
+        + ", ".join(f"{m} ({kinds[m]}, {mdata[m].n_vars} features)" for m in mdata.mod)
+    )
+    return mdata
 
 
 def _anndata_to_mudata(adata, key: str | None, path: Path):
@@ -229,7 +255,8 @@ def _resolve_modalities(mdata, args) -> dict[str, str]:
     else:
         raise CLIError(
             f"{args.input} does not say its modalities' types (no uns[{MODALITY_TYPES_KEY!r}]); "
-            f"pass --modalities, e.g. --modalities {','.join(f'{m}=counts' for m in mdata.mod)} "
+            f"pass --modalities, e.g. --modalities "
+            f"{','.join(f'{m}={_suggested_type(m)}' for m in mdata.mod)} "
             "(types: " + ", ".join(HEADS) + ")"
         )
     for m, kind in kinds.items():
@@ -246,6 +273,14 @@ def _resolve_modalities(mdata, args) -> dict[str, str]:
             "would be left out; pass --modalities with every modality to fit"
         )
     return kinds
+
+
+def _suggested_type(modality: str) -> str:
+    """The type a modality's usual name suggests (``prot`` -> protein, ``atac`` ->
+    accessibility; else counts), for the example in an error message only."""
+    from .io import FEATURE_TYPES  # the names the Cell Ranger reader gives, with their types
+
+    return dict(FEATURE_TYPES.values()).get(str(modality).lower(), "counts")
 
 
 def _check_data_keys(mdata, args, kinds) -> dict[str, str | None]:
@@ -282,13 +317,7 @@ def _fit_and_write(mdata, args, kinds, layers) -> int:
     scmsi.SCMSI.setup_mudata(mdata, modalities=kinds, layers=layers, batch_key=args.batch_key)
     model = scmsi.SCMSI(mdata, n_anchors=args.n_anchors, seed=args.seed, objective=args.preset)
     print(model)
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Training interrupted")  # one line: main's
-        model.train(max_epochs=args.max_epochs)
-    if getattr(model, "training_interrupted_", False):
-        raise KeyboardInterrupt
-    print(f"trained in {time.perf_counter() - t0:.1f} s")
+    _train(model, args.max_epochs)
     scmsi.tl.embed_and_cluster(
         mdata, model, n_clusters=args.n_clusters, fusion=args.fusion, seed=args.seed
     )
@@ -296,8 +325,25 @@ def _fit_and_write(mdata, args, kinds, layers) -> int:
     if args.label_key:
         colors.append(args.label_key)
         _print_scores(mdata, args.label_key, colors[:-1])
-    out = Path(args.output)
     fig = scmsi.pl.umap(mdata, color=colors)
+    _write_results(mdata, fig, model, args)
+    return 0
+
+
+def _train(model, max_epochs: int | None) -> None:
+    """Train (``max_epochs`` None: the package default); Ctrl-C raises KeyboardInterrupt."""
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Training interrupted")  # one line: main's
+        model.train(max_epochs=max_epochs)
+    if getattr(model, "training_interrupted_", False):
+        raise KeyboardInterrupt
+    print(f"trained in {time.perf_counter() - t0:.1f} s")
+
+
+def _write_results(mdata, fig, model, args) -> None:
+    """The .h5mu, the figure and, with --save-model, the model, renamed into place together."""
+    out = Path(args.output)
     with _Outputs() as outputs:
         for path in {out.parent, args.figure.parent}:
             path.mkdir(parents=True, exist_ok=True)
@@ -309,16 +355,19 @@ def _fit_and_write(mdata, args, kinds, layers) -> int:
             outputs.folder(target, lambda p: model.save(p, overwrite=True))
         for path in outputs.commit():
             print(f"wrote {path}")
-    return 0
 
 
 def _print_scores(mdata, label_key: str, cluster_keys) -> None:
     import numpy as np
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    y = mdata.obs[label_key].astype(str).to_numpy()
+    labels = mdata.obs[label_key]
+    known = labels.notna().to_numpy()  # unlabelled cells (NaN) are left out of the scores
+    if not known.all():
+        print(f"{int((~known).sum())} of {len(known)} cells have no {label_key!r}: not scored")
+    y = labels[known].astype(str).to_numpy()
     for key in cluster_keys:
-        pred = mdata.obs[key].astype(str).to_numpy()
+        pred = mdata.obs[key][known].astype(str).to_numpy()
         print(
             f"{key}: ARI {adjusted_rand_score(y, pred):.3f}  "
             f"NMI {normalized_mutual_info_score(y, pred):.3f}  ({len(np.unique(pred))} clusters)"
@@ -338,6 +387,122 @@ def demo(args: argparse.Namespace) -> int:
     args.n_clusters = int(mdata.obs["cell_type"].nunique())
     kinds = {"rna": "counts", "prot": "protein"}
     return _fit_and_write(mdata, args, kinds, {"rna": "counts", "prot": "counts"})
+
+
+# ------------------------------------------------------------------------------ spatial
+def domains(args: argparse.Namespace) -> int:
+    """``scmsi domains``: the steps of docs/tutorials/visium_dlpfc.md on a Space Ranger folder
+    (read, model input with expression + image + niche, train, domains, figure)."""
+    _check_args(args, figure_suffix=".domains.png")
+    adata = _read_section(args)
+    import scmsi
+
+    from ._constants import DOMAIN_KEY
+
+    mdata, kinds = scmsi.spatial.to_mudata(adata)  # checks the spots (ValueError: one line)
+    print(f"model input: {mdata.n_obs} spots; " + ", ".join(f"{m} ({k})" for m, k in kinds.items()))
+    scmsi.SCMSI.setup_mudata(mdata, modalities=kinds)
+    model = scmsi.SCMSI(mdata, n_anchors=args.n_anchors, seed=args.seed)
+    print(model)
+    _train(model, args.max_epochs)
+    found = scmsi.spatial.spatial_domains(
+        mdata, model, n_domains=args.n_domains, refine=True, seed=args.seed
+    )
+    how = "as asked" if args.n_domains else "chosen without labels"
+    print(f"{len(found.categories)} domains ({how}) in obs[{DOMAIN_KEY!r}]")
+    colors = [DOMAIN_KEY]
+    if args.label_key:
+        colors.append(args.label_key)
+        _print_scores(mdata, args.label_key, [DOMAIN_KEY])
+    fig = scmsi.pl.spatial_domains(mdata, color=colors)
+    _write_results(mdata, fig, model, args)
+    return 0
+
+
+def _read_section(args: argparse.Namespace):
+    """The Space Ranger folder as an AnnData (:func:`scmsi.spatial.read_visium`), with the
+    --label-key column from the spot table when the reader's obs lacks it."""
+    from .spatial.io import find_visium, read_visium
+
+    try:
+        folder, counts_file = find_visium(args.input)
+    except FileNotFoundError as e:
+        raise CLIError(_one_line(e)) from e
+    library_id = folder.parent.name if folder.name == "outs" else folder.name
+    adata = read_visium(folder, counts_file=counts_file, library_id=library_id)
+    images = list(adata.uns["spatial"][library_id]["images"])
+    print(
+        f"{folder}: {adata.n_obs} spots, {adata.n_vars} genes, "
+        f"image: {', '.join(images) if images else 'none'}"
+    )
+    if args.label_key and args.label_key not in adata.obs:
+        adata.obs[args.label_key] = _spot_labels(args, folder, adata.obs_names)
+    return adata
+
+
+def _spot_labels(args: argparse.Namespace, folder: Path, obs_names):
+    """--label-key's column of --metadata (default the folder's metadata.tsv), as categories."""
+    import pandas as pd
+
+    from .spatial.io import read_spot_table
+
+    table = Path(args.metadata) if args.metadata else folder / "metadata.tsv"
+    if not table.is_file():
+        raise CLIError(
+            f"--label-key {args.label_key!r}: the spots' obs has no such column and "
+            f"{table} does not exist; pass --metadata TABLE (spot barcodes in its first column)"
+        )
+    try:
+        spots = read_spot_table(table, obs_names)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"--metadata: {_one_line(e)}") from e
+    if args.label_key not in spots:
+        raise CLIError(
+            f"--label-key {args.label_key!r} is not a column of {table} (has "
+            f"{list(spots.columns)[:20]})"
+        )
+    return pd.Categorical(spots[args.label_key])
+
+
+def _add_domains_parser(sub) -> None:
+    p = sub.add_parser(
+        "domains",
+        help="spatial domains of a Space Ranger folder: .h5mu and a figure over the H&E",
+        description="Spatial domains of a 10x Visium section: expression, H&E image features "
+        "and each spot's neighbourhood, trained with the defaults, clustered label-free.",
+    )
+    p.add_argument(
+        "input",
+        metavar="SPACERANGER_DIR",
+        help="Space Ranger outs/ folder (filtered_feature_bc_matrix.h5 and spatial/)",
+    )
+    p.add_argument("-o", "--output", required=True, help="output .h5mu with the domains")
+    p.add_argument(
+        "--figure",
+        help="domains over the H&E; its suffix names the format (default OUTPUT.domains.png)",
+    )
+    p.add_argument("--n-domains", type=int, help="number of domains (default: label-free)")
+    p.add_argument(
+        "--label-key",
+        help="known labels, scored (ARI/NMI) and drawn: a column of --metadata",
+    )
+    p.add_argument(
+        "--metadata",
+        help="spot table (.tsv/.csv, barcodes in the first column) holding --label-key "
+        "(default SPACERANGER_DIR/metadata.tsv)",
+    )
+    p.add_argument(
+        "--epochs",
+        "--max-epochs",
+        dest="max_epochs",
+        type=int,
+        help="training epochs (default: the package's, by the number of spots)",
+    )
+    p.add_argument("--n-anchors", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-model", help="folder to save the trained model in")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    p.set_defaults(func=domains)
 
 
 # ------------------------------------------------------------------------------ entry point
@@ -389,6 +554,7 @@ def _parser() -> argparse.ArgumentParser:
         "demo", parents=[common], help="fit the in-house PBMC CITE-seq data, print ARI/NMI"
     )
     p_demo.set_defaults(func=demo)
+    _add_domains_parser(sub)
     return parser
 
 

@@ -44,7 +44,7 @@ from .domains import (
 from .graph import smooth, spatial_graph, spatial_neighbors
 from .image import color_texture_features, crop_tiles, image_features
 from .input import neighbour_mean, niche_features, to_mudata
-from .io import get_image, read_st, read_visium
+from .io import find_visium, get_image, read_spot_table, read_st, read_visium
 
 __all__ = [
     "DOMAIN_KEY",
@@ -52,11 +52,13 @@ __all__ = [
     "choose_n_domains",
     "color_texture_features",
     "crop_tiles",
+    "find_visium",
     "get_image",
     "image_features",
     "informative_modalities",
     "neighbour_mean",
     "niche_features",
+    "read_spot_table",
     "read_st",
     "read_visium",
     "refine_domains",

@@ -99,7 +99,8 @@ def choose_n_domains(
     domains are not Gaussian), so it chose the largest count on DLPFC (15 for 7 layers); the
     silhouette peaks near the layer count there (docs/spatial.md).
 
-    Returns ``(n, {"criterion", "n_range", "scores"})``.
+    Returns ``(n, {"criterion", "n_range", "scores"})``; ``scores`` is keyed by the count
+    as a string, so that ``uns`` holding it can be written to .h5ad/.h5mu.
     """
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
@@ -119,6 +120,7 @@ def choose_n_domains(
         ok = len(np.unique(labels[sample])) > 1
         scores[k] = float(silhouette_score(x[sample], labels[sample])) if ok else -1.0
     best = max(scores, key=scores.get)
+    scores = {str(k): s for k, s in scores.items()}  # HDF5 (uns) keys are strings
     return best, {"criterion": "silhouette", "n_range": [lo, hi], "scores": scores}
 
 

@@ -112,12 +112,21 @@ def to_mudata(
         ``graph_encoder``), and the
         ``modalities`` dict to pass to :meth:`scmsi.SCMSI.setup_mudata`. ``mdata.obsm["spatial"]``,
         ``mdata.obsp["spatial_connectivities"]`` and ``mdata.uns["spatial"]`` are set.
+
+    Raises
+    ------
+    ValueError
+        Before any work, naming the fix (:func:`scmsi._validation.check_spatial`): NaN or
+        infinite coordinates, spots sharing a barcode or a position, no more spots than
+        ``n_neighs``, a stored image whose scale factor puts the spots outside it.
     """
     import mudata as md
     import scanpy as sc
 
-    if SPATIAL_KEY not in adata.obsm:
-        raise KeyError("adata.obsm['spatial'] (spot coordinates) is required.")
+    from .._validation import check_spatial
+
+    # before any work; a stored image is checked only when its features are computed here
+    check_spatial(adata, n_neighs, image=image is not False and image_key not in adata.obsm)
     rna = ad.AnnData(
         sparse.csr_matrix(adata.X if layer is None else adata.layers[layer], dtype=np.float32),
         obs=adata.obs.copy(),

@@ -1,4 +1,5 @@
-"""Reading spatial data: 10x Visium folders, legacy ST (her2st layout), stored images."""
+"""Reading spatial data: 10x Visium folders, legacy ST (her2st layout), stored images, spot
+annotation tables."""
 
 from __future__ import annotations
 
@@ -19,6 +20,106 @@ def _read_image(path: Path) -> np.ndarray:
     Image.MAX_IMAGE_PIXELS = None
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
+
+
+POSITION_FILES = ("tissue_positions_list.csv", "tissue_positions.csv")  # Space Ranger 1, 2
+SCALEFACTORS_FILE = "scalefactors_json.json"
+
+
+def find_visium(path: str | Path) -> tuple[Path, str]:
+    """The Space Ranger folder and its count matrix's file name, from what a user points at.
+
+    Parameters
+    ----------
+    path
+        The Space Ranger ``outs/`` folder, the run folder holding ``outs/``, or the ``.h5``
+        count matrix inside ``outs/`` (next to ``spatial/``).
+
+    Returns
+    -------
+    ``(folder, counts_file)`` to pass to :func:`read_visium`.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist, is a matrix without spatial data (no ``spatial/`` next to
+        it), or the folder lacks ``spatial/``'s positions or scale factors.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist.")
+    if path.is_file():
+        folder, counts_file = path.parent, path.name
+    else:
+        outs = path / "outs"
+        folder = outs if not (path / "spatial").is_dir() and (outs / "spatial").is_dir() else path
+        counts_file = "filtered_feature_bc_matrix.h5"
+    _check_spaceranger(folder, path)
+    return folder, counts_file
+
+
+def _check_spaceranger(folder: Path, given: Path) -> None:
+    """Raise, naming the missing piece and the fix, unless ``folder`` has Space Ranger's
+    ``spatial/`` (positions and scale factors)."""
+    spatial_dir = folder / "spatial"
+    if not spatial_dir.is_dir():
+        if given.is_file():
+            raise FileNotFoundError(
+                f"{given} is a count matrix without spatial data (no spatial/ folder next to "
+                "it): pass the Space Ranger outs/ folder, which holds the matrix and spatial/ "
+                f"(spot positions, scale factors, H&E). Single-cell data: `scmsi fit {given}`."
+            )
+        raise FileNotFoundError(
+            f"{folder} is not a Space Ranger output folder (no spatial/ in it or in outs/): "
+            "pass the folder holding filtered_feature_bc_matrix.h5 and spatial/. A legacy ST "
+            "section (counts table, spot file, image) is read in Python with "
+            "scmsi.spatial.read_st."
+        )
+    missing = [
+        name
+        for name, present in [
+            (" or ".join(POSITION_FILES), any((spatial_dir / f).is_file() for f in POSITION_FILES)),
+            (SCALEFACTORS_FILE, (spatial_dir / SCALEFACTORS_FILE).is_file()),
+        ]
+        if not present
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"{spatial_dir} lacks {' and '.join(missing)}: copy the whole spatial/ folder that "
+            "Space Ranger wrote."
+        )
+
+
+def read_spot_table(path: str | Path, obs_names: pd.Index) -> pd.DataFrame:
+    """A table of spot annotations (e.g. layer labels) aligned to a section's spots.
+
+    Parameters
+    ----------
+    path
+        Tab-separated (``.tsv``, ``.txt``) or comma-separated (``.csv``) table, the spot
+        barcodes in its first column (as ``metadata.tsv`` of spatialLIBD/DeepST).
+    obs_names
+        The section's spot barcodes, ``(N,)``.
+
+    Returns
+    -------
+    DataFrame ``(N, columns)`` in ``obs_names``' order; spots absent from the table hold NaN.
+
+    Raises
+    ------
+    ValueError
+        When no row of the table names a spot of the section.
+    """
+    path = Path(path)
+    table = pd.read_csv(path, sep="," if path.suffix == ".csv" else "\t", index_col=0)
+    table.index = table.index.astype(str)
+    if not obs_names.isin(table.index).any():
+        raise ValueError(
+            f"{path}: none of its {len(table)} rows names a spot of the section (rows e.g. "
+            f"{table.index[:3].tolist()}, spots e.g. {obs_names[:3].tolist()}); its first "
+            "column must hold the spot barcodes."
+        )
+    return table.reindex(obs_names)
 
 
 def read_visium(
@@ -51,13 +152,14 @@ def read_visium(
     import scanpy as sc
 
     path = Path(path)
+    _check_spaceranger(path, path)
     library_id = library_id or path.name
     spatial_dir = path / "spatial"
-    pos_file = spatial_dir / "tissue_positions_list.csv"
+    pos_file = spatial_dir / POSITION_FILES[0]
     if pos_file.is_file():
         pos = pd.read_csv(pos_file, header=None, index_col=0)
     else:
-        pos = pd.read_csv(spatial_dir / "tissue_positions.csv", index_col=0)
+        pos = pd.read_csv(spatial_dir / POSITION_FILES[1], index_col=0)
     pos.columns = ["in_tissue", "array_row", "array_col", "pxl_row", "pxl_col"]
     pos.index = pos.index.astype(str)
 
@@ -80,7 +182,7 @@ def read_visium(
     ].to_numpy()
     adata.obsm[SPATIAL_KEY] = pos[["pxl_col", "pxl_row"]].to_numpy(dtype=np.float64)
 
-    with open(spatial_dir / "scalefactors_json.json") as f:
+    with open(spatial_dir / SCALEFACTORS_FILE) as f:
         scalefactors = json.load(f)
     images = {}
     if load_images:
