@@ -1,0 +1,164 @@
+"""When has training converged? The ELBO, the joint latent's neighbourhoods and ARI per epoch.
+
+    python -m benchmarks.convergence inhouse_pbmc snare_seq --seeds 0 1 [--work-dir <dir>]
+
+Each (dataset, seed) trains scMSI with the package's defaults in a fresh worker
+(:func:`benchmarks._common.run_worker`), with the stopping rule switched off so that every
+epoch up to ``max_epochs`` is seen (pre-training still ends as the package ends it). After the
+switch to the rebuilt latents it records, every epoch, the validation ELBO, and every
+``--every`` epochs the joint latent of a fixed subset of cells and the label-free Leiden ARI
+of :func:`scmsi.tl.embed_and_cluster` (the clusters ``scmsi demo`` prints). The checks run in
+eval mode and restore torch's random state, so the recorded run is the run a stopping rule
+would have cut short: the ARI at epoch ``e`` is the ARI of stopping at ``e``.
+
+The report gives, per run, the epoch at which each rule fires and the ARI there: the
+ELBO-only rule (:func:`scmsi._model._plateaued`), and the rule of :class:`scmsi._model._Converged`
+(a levelled ELBO and a settled k-NN graph of the joint latent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks._common import (
+    RESULTS,
+    command_line,
+    load_npz,
+    machine_line,
+    publish,
+    run_worker,
+    save_npz,
+    work_folder,
+    worker_env,
+)
+
+
+def worker(dataset: str, seed: int, every: int, out: Path) -> None:
+    """Train with a recorder in place of the stopping rule; save the traces to ``out``."""
+    from lightning.pytorch.callbacks import Callback
+    from sklearn.metrics import adjusted_rand_score
+
+    import scmsi
+    from benchmarks import peers
+    from benchmarks.__main__ import LABEL_KEY, _load
+    from scmsi import _model
+
+    mdata = _load(dataset, smoke=False)
+    labels = mdata.obs[LABEL_KEY].astype(str).to_numpy()
+    m, _, _ = peers.scmsi_setup(mdata)
+    model = scmsi.SCMSI(m, seed=seed)
+    trace: dict[str, list] = {"elbo_epoch": [], "elbo": [], "check_epoch": [], "ari": []}
+    latents: list[np.ndarray] = []
+    subset = _model.settle_subset(m.n_obs, seed)
+
+    class Recorder(Callback):
+        def __init__(self, switch):
+            self.switch = switch
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            start, epoch = self.switch.switched_at, trainer.current_epoch
+            if start is None or epoch < start or (value := _model._elbo(trainer)) is None:
+                return
+            trace["elbo_epoch"].append(epoch + 1)
+            trace["elbo"].append(value)
+            if (epoch + 1 - start) % every and epoch + 1 != trainer.max_epochs:
+                return
+            outside = _model._outside_training  # eval mode and RNG as training left them
+            latents.append(outside(pl_module.module, _model.joint_latent_sample, model, subset))
+            outside(pl_module.module, scmsi.tl.embed_and_cluster, m, model, seed=seed)
+            pred = m.obs["scmsi_leiden"].astype(str).to_numpy()
+            trace["check_epoch"].append(epoch + 1)
+            trace["ari"].append(adjusted_rand_score(labels, pred))
+            print(epoch + 1, value, trace["ari"][-1], flush=True)
+
+    _model._Converged = lambda switch, *a, **k: Recorder(switch)  # record, never stop
+    model.train(enable_progress_bar=False)
+    save_npz(out, latents=np.stack(latents), **{k: np.asarray(v) for k, v in trace.items()})
+
+
+def fired(run: dict, rule: str, every: int) -> int:
+    """Epoch (1-based) at which ``rule`` stops the recorded run; the last epoch if never."""
+    from scmsi import _model
+    from scmsi._cluster import _knn_overlap
+
+    elbo, epochs = list(run["elbo"]), list(run["elbo_epoch"])
+    checks = list(run["check_epoch"])
+    for i in range(len(elbo)):
+        if not _model._plateaued(elbo[: i + 1], rel_tol=_model.ELBO_REL_TOL[rule]):
+            continue
+        if rule == "elbo":
+            return epochs[i]
+        if epochs[i] in checks and (j := checks.index(epochs[i])) > 0:
+            if _knn_overlap(run["latents"][j - 1], run["latents"][j]) >= _model.SETTLED:
+                return epochs[i]
+    return epochs[-1]
+
+
+def summarise(run: dict, dataset: str, seed: int, every: int) -> dict:
+    from scmsi._cluster import _knn_overlap
+
+    checks = list(run["check_epoch"])
+    row: dict = {"dataset": dataset, "seed": seed, "max epochs": checks[-1]}
+    row["ARI at max"] = run["ari"][-1]
+    lat = run["latents"]
+    overlaps = [_knn_overlap(a, b) for a, b in zip(lat[:-1], lat[1:], strict=True)]
+    row["k-NN overlap per check"] = " ".join(f"{o:.2f}" for o in overlaps)
+    for rule, name in (("elbo", "ELBO only"), ("settled", "ELBO + settled k-NN")):
+        e = fired(run, rule, every)
+        # the ARI there: the check at or after e (the ELBO-only rule may fire between checks)
+        j = next((i for i, c in enumerate(checks) if c >= e), len(checks) - 1)
+        row[f"{name}: epochs"] = e
+        row[f"{name}: ARI"] = run["ari"][j] if checks[j] == e else float("nan")
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("datasets", nargs="+")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--every", type=int, default=10, help="epochs between latent checks")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--work-dir")
+    p.add_argument("--out", default=str(RESULTS / "convergence.md"))
+    p.add_argument("--worker", nargs=3, metavar=("DATASET", "SEED", "OUT"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        import scmsi
+
+        scmsi.settings.num_threads = args.threads
+        worker(args.worker[0], int(args.worker[1]), args.every, Path(args.worker[2]))
+        return 0
+    work = work_folder(args.work_dir, "scmsi_convergence_")
+    rows = []
+    for ds in args.datasets:
+        for seed in args.seeds:
+            out = work / f"{ds}_seed{seed}.npz"
+            cmd = [sys.executable, "-m", "benchmarks.convergence", *args.datasets]
+            cmd += ["--every", str(args.every), "--threads", str(args.threads)]
+            run_worker(cmd + ["--worker", ds, str(seed), str(out)], out, f"{ds} seed {seed}",
+                       env=worker_env(args.threads))  # fmt: skip
+            rows.append(summarise(load_npz(out), ds, seed, args.every))
+    table = pd.DataFrame(rows)
+    text = (
+        "# Convergence: when to stop training\n\n"
+        f"Command: `{command_line('benchmarks.convergence')}`\n\n"
+        f"{__doc__.split(chr(10) + chr(10), 2)[2]}\n"
+        f"ARI: label-free Leiden of `scmsi.tl.embed_and_cluster` against the labels, every "
+        f"{args.every} epochs after pre-training (NaN: the rule fired between checks). k-NN "
+        "overlap: mean share of each sampled cell's 15 nearest neighbours in the joint latent "
+        "kept from one check to the next.\n\n"
+        + table.to_markdown(index=False, floatfmt=".3f")
+        + "\n\n"
+        + machine_line(shared=True, threads=args.threads)
+        + "\n"
+    )
+    return publish(args.out, text)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
