@@ -808,7 +808,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ``adata`` must be registered (see :meth:`_registered_data`). The anchors are encoded
         once per call; ``generative=False`` skips the decoders (generative outputs are None).
         """
-        settings.apply_threads()
+        settings.apply_threads(adata.n_obs)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         self.module.eval()
         with torch.inference_mode():
@@ -880,7 +880,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         naming the likely cause; the model keeps the last epoch with a finite loss.
         """
         scvi.settings.seed = self.seed
-        settings.apply_threads()  # after any preprocessing in which numba reset the pool
+        settings.apply_threads(self.adata.n_obs)  # after numba reset the pool (preprocessing)
         if max_epochs is None:
             max_epochs = default_max_epochs(self.adata.n_obs, getattr(self, "epoch_budget", 400))
         val.check_training(
