@@ -105,7 +105,7 @@ def worker(h5mu: str, out: str, warmup: int, steps: int, threads: int, top: int)
 
     model.train(
         max_epochs=1, batch_size=scaling.BATCH_SIZE, limit_train_batches=warmup + steps,
-        limit_val_batches=0, callbacks=[Window()], enable_progress_bar=False,
+        limit_val_batches=0, early_stopping=False, callbacks=[Window()], enable_progress_bar=False,
     )  # fmt: skip
     prof.__exit__(None, None, None)
     ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:top]
