@@ -53,12 +53,13 @@ def worker(dataset: str, seed: int, every: int, out: Path) -> None:
     m, _, _ = peers.scmsi_setup(mdata)
     model = scmsi.SCMSI(m, seed=seed)
     trace: dict[str, list] = {"elbo_epoch": [], "elbo": [], "check_epoch": [], "ari": []}
+    trace["regular"] = []  # a check every `every` epochs (else: where the ELBO rule fired)
     latents: list[np.ndarray] = []
     subset = _model.settle_subset(m.n_obs, seed)
 
     class Recorder(Callback):
         def __init__(self, switch):
-            self.switch = switch
+            self.switch, self.elbo_fired = switch, False
 
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             start, epoch = self.switch.switched_at, trainer.current_epoch
@@ -66,13 +67,18 @@ def worker(dataset: str, seed: int, every: int, out: Path) -> None:
                 return
             trace["elbo_epoch"].append(epoch + 1)
             trace["elbo"].append(value)
-            if (epoch + 1 - start) % every and epoch + 1 != trainer.max_epochs:
+            regular = len(trace["elbo"]) % every == 0
+            tol = _model.ELBO_REL_TOL["elbo"]
+            first = not self.elbo_fired and _model._plateaued(trace["elbo"], rel_tol=tol)
+            self.elbo_fired |= first
+            if not (regular or first or epoch + 1 == trainer.max_epochs):
                 return
             outside = _model._outside_training  # eval mode and RNG as training left them
             latents.append(outside(pl_module.module, _model.joint_latent_sample, model, subset))
             outside(pl_module.module, scmsi.tl.embed_and_cluster, m, model, seed=seed)
             pred = m.obs["scmsi_leiden"].astype(str).to_numpy()
             trace["check_epoch"].append(epoch + 1)
+            trace["regular"].append(regular)
             trace["ari"].append(adjusted_rand_score(labels, pred))
             print(epoch + 1, value, trace["ari"][-1], flush=True)
 
@@ -81,40 +87,67 @@ def worker(dataset: str, seed: int, every: int, out: Path) -> None:
     save_npz(out, latents=np.stack(latents), **{k: np.asarray(v) for k, v in trace.items()})
 
 
-def fired(run: dict, rule: str, every: int) -> int:
-    """Epoch (1-based) at which ``rule`` stops the recorded run; the last epoch if never."""
+def fired(run: dict, tol: float, settled: float | None) -> int:
+    """Epoch (1-based) at which a rule stops the recorded run (the last epoch if never): the
+    ELBO has improved by less than ``tol`` over 20 epochs (:func:`scmsi._model._plateaued`)
+    and, unless ``settled`` is None, the k-NN overlap of the joint latent between this
+    regular check and the previous one is at least ``settled`` (:class:`_Converged`)."""
     from scmsi import _model
     from scmsi._cluster import _knn_overlap
 
     elbo, epochs = list(run["elbo"]), list(run["elbo_epoch"])
-    checks = list(run["check_epoch"])
+    reg = [i for i, r in enumerate(run["regular"]) if r]  # regular checks' rows
+    reg_epochs = [int(run["check_epoch"][i]) for i in reg]
     for i in range(len(elbo)):
-        if not _model._plateaued(elbo[: i + 1], rel_tol=_model.ELBO_REL_TOL[rule]):
+        if not _model._plateaued(elbo[: i + 1], rel_tol=tol):
             continue
-        if rule == "elbo":
-            return epochs[i]
-        if epochs[i] in checks and (j := checks.index(epochs[i])) > 0:
-            if _knn_overlap(run["latents"][j - 1], run["latents"][j]) >= _model.SETTLED:
-                return epochs[i]
-    return epochs[-1]
+        if settled is None:
+            return int(epochs[i])
+        if epochs[i] in reg_epochs and (j := reg_epochs.index(epochs[i])) > 0:
+            if _knn_overlap(run["latents"][reg[j - 1]], run["latents"][reg[j]]) >= settled:
+                return int(epochs[i])
+    return int(epochs[-1])
 
 
-def summarise(run: dict, dataset: str, seed: int, every: int) -> dict:
+RULES = {  # name: (ELBO tolerance, k-NN overlap); None: the ELBO alone
+    "ELBO only (before)": ("elbo", None),
+    "ELBO + settled k-NN (now)": ("settled", "SETTLED"),
+}
+GRID_TOL = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2)
+GRID_SETTLED = (None, 0.8, 0.85, 0.9, 0.95)
+
+
+def _ari_at(run: dict, epoch: int) -> float:
+    checks = [int(c) for c in run["check_epoch"]]
+    return float(run["ari"][checks.index(epoch)]) if epoch in checks else float("nan")
+
+
+def summarise(run: dict, dataset: str, seed: int) -> dict:
+    from scmsi import _model
     from scmsi._cluster import _knn_overlap
 
-    checks = list(run["check_epoch"])
-    row: dict = {"dataset": dataset, "seed": seed, "max epochs": checks[-1]}
-    row["ARI at max"] = run["ari"][-1]
-    lat = run["latents"]
+    row: dict = {"dataset": dataset, "seed": seed, "max epochs": int(run["check_epoch"][-1])}
+    row["ARI at max"] = float(run["ari"][-1])
+    lat = [run["latents"][i] for i, r in enumerate(run["regular"]) if r]
     overlaps = [_knn_overlap(a, b) for a, b in zip(lat[:-1], lat[1:], strict=True)]
     row["k-NN overlap per check"] = " ".join(f"{o:.2f}" for o in overlaps)
-    for rule, name in (("elbo", "ELBO only"), ("settled", "ELBO + settled k-NN")):
-        e = fired(run, rule, every)
-        # the ARI there: the check at or after e (the ELBO-only rule may fire between checks)
-        j = next((i for i, c in enumerate(checks) if c >= e), len(checks) - 1)
-        row[f"{name}: epochs"] = e
-        row[f"{name}: ARI"] = run["ari"][j] if checks[j] == e else float("nan")
+    for name, (tol, settled) in RULES.items():
+        e = fired(run, _model.ELBO_REL_TOL[tol], getattr(_model, settled) if settled else None)
+        row[f"{name}: epochs"], row[f"{name}: ARI"] = e, _ari_at(run, e)
     return row
+
+
+def grid(runs: dict) -> pd.DataFrame:
+    """Epochs and ARI of every (tolerance, overlap) rule on every recorded run."""
+    rows = []
+    for tol in GRID_TOL:
+        for settled in GRID_SETTLED:
+            row = {"ELBO tol": tol, "k-NN overlap": "-" if settled is None else settled}
+            for key, run in runs.items():
+                e = fired(run, tol, settled)
+                row[key] = f"{e} ({_ari_at(run, e):.3f})"
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(args.worker[0], int(args.worker[1]), args.every, Path(args.worker[2]))
         return 0
     work = work_folder(args.work_dir, "scmsi_convergence_")
-    rows = []
+    rows, runs = [], {}
     for ds in args.datasets:
         for seed in args.seeds:
             out = work / f"{ds}_seed{seed}.npz"
@@ -142,17 +175,19 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--every", str(args.every), "--threads", str(args.threads)]
             run_worker(cmd + ["--worker", ds, str(seed), str(out)], out, f"{ds} seed {seed}",
                        env=worker_env(args.threads))  # fmt: skip
-            rows.append(summarise(load_npz(out), ds, seed, args.every))
-    table = pd.DataFrame(rows)
+            runs[f"{ds} s{seed}"] = load_npz(out)
+            rows.append(summarise(runs[f"{ds} s{seed}"], ds, seed))
     text = (
         "# Convergence: when to stop training\n\n"
         f"Command: `{command_line('benchmarks.convergence')}`\n\n"
         f"{__doc__.split(chr(10) + chr(10), 2)[2]}\n"
         f"ARI: label-free Leiden of `scmsi.tl.embed_and_cluster` against the labels, every "
-        f"{args.every} epochs after pre-training (NaN: the rule fired between checks). k-NN "
-        "overlap: mean share of each sampled cell's 15 nearest neighbours in the joint latent "
-        "kept from one check to the next.\n\n"
-        + table.to_markdown(index=False, floatfmt=".3f")
+        f"{args.every} epochs after pre-training and where the ELBO-only rule fires (NaN: no "
+        "check there). k-NN overlap: mean share of each sampled cell's 15 nearest neighbours "
+        "in the joint latent kept from one check to the next.\n\n"
+        + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f")
+        + "\n\nEvery rule on every run: epochs at which it stops (ARI there).\n\n"
+        + grid(runs).to_markdown(index=False)
         + "\n\n"
         + machine_line(shared=True, threads=args.threads)
         + "\n"
