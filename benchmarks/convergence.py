@@ -12,8 +12,10 @@ eval mode and restore torch's random state, so the recorded run is the run a sto
 would have cut short: the ARI at epoch ``e`` is the ARI of stopping at ``e``.
 
 The report gives, per run, the epoch at which each rule fires and the ARI there: the
-ELBO-only rule (:func:`scmsi._model._plateaued`), and the rule of :class:`scmsi._model._Converged`
-(a levelled ELBO and a settled k-NN graph of the joint latent).
+ELBO at 0.1% over 20 epochs (the rule before), at 1% (:class:`scmsi._model._Converged` now),
+and a rule tried and rejected: the ELBO at 0.5% and a settled k-NN graph of the joint latent
+(90% of each sampled cell's 15 neighbours kept over 10 epochs), which never fired (the
+neighbourhoods inside clusters keep changing: overlap 0.6 on in-house PBMC, 0.2 on SNARE-seq).
 """
 
 from __future__ import annotations
@@ -37,6 +39,39 @@ from benchmarks._common import (
     worker_env,
 )
 
+SETTLE_CELLS = 2000  # cells whose joint latent is compared between checks (fixed sample)
+ELBO_REL_TOL = {"elbo": 1e-3, "stop": 1e-2}  # before / now (scmsi._model.STOP_REL_TOL)
+SETTLED = 0.9  # k-NN overlap of the "settled latent" rule tried and rejected (see report)
+
+
+def settle_subset(n_obs: int, seed: int) -> np.ndarray:
+    """A fixed random sample of the cells (its own generator: training's is untouched)."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_obs, min(n_obs, SETTLE_CELLS), replace=False))
+
+
+def joint_latent_sample(model, subset: np.ndarray) -> np.ndarray:
+    """Every modality's posterior mean latent of ``subset``, each dimension standardised over
+    the subset, concatenated (as :func:`scmsi._cluster.joint_latent`)."""
+    z = model.get_latent_representation(indices=subset)
+    x = np.concatenate([z[m] for m in model.modality_names], 1)
+    return (x - x.mean(0)) / np.maximum(x.std(0), 1e-8)
+
+
+def outside_training(module, fn, *args, **kwargs):
+    """``fn(*args)`` between two training epochs: every submodule's train/eval mode and
+    torch's random state are restored afterwards, so the recorded run is the unchecked run."""
+    import torch
+
+    modes = [(m, m.training) for m in module.modules()]
+    state = torch.random.get_rng_state()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        torch.random.set_rng_state(state)
+        for m, training in modes:
+            m.training = training
+
 
 def worker(dataset: str, seed: int, every: int, out: Path) -> None:
     """Train with a recorder in place of the stopping rule; save the traces to ``out``."""
@@ -55,7 +90,7 @@ def worker(dataset: str, seed: int, every: int, out: Path) -> None:
     trace: dict[str, list] = {"elbo_epoch": [], "elbo": [], "check_epoch": [], "ari": []}
     trace["regular"] = []  # a check every `every` epochs (else: where the ELBO rule fired)
     latents: list[np.ndarray] = []
-    subset = _model.settle_subset(m.n_obs, seed)
+    subset = settle_subset(m.n_obs, seed)
 
     class Recorder(Callback):
         def __init__(self, switch):
@@ -68,13 +103,13 @@ def worker(dataset: str, seed: int, every: int, out: Path) -> None:
             trace["elbo_epoch"].append(epoch + 1)
             trace["elbo"].append(value)
             regular = len(trace["elbo"]) % every == 0
-            tol = _model.ELBO_REL_TOL["elbo"]
+            tol = ELBO_REL_TOL["elbo"]
             first = not self.elbo_fired and _model._plateaued(trace["elbo"], rel_tol=tol)
             self.elbo_fired |= first
             if not (regular or first or epoch + 1 == trainer.max_epochs):
                 return
-            outside = _model._outside_training  # eval mode and RNG as training left them
-            latents.append(outside(pl_module.module, _model.joint_latent_sample, model, subset))
+            outside = outside_training  # eval mode and RNG as training left them
+            latents.append(outside(pl_module.module, joint_latent_sample, model, subset))
             outside(pl_module.module, scmsi.tl.embed_and_cluster, m, model, seed=seed)
             pred = m.obs["scmsi_leiden"].astype(str).to_numpy()
             trace["check_epoch"].append(epoch + 1)
@@ -110,8 +145,9 @@ def fired(run: dict, tol: float, settled: float | None) -> int:
 
 
 RULES = {  # name: (ELBO tolerance, k-NN overlap); None: the ELBO alone
-    "ELBO only (before)": ("elbo", None),
-    "ELBO + settled k-NN (now)": ("settled", "SETTLED"),
+    "ELBO 0.1% (before)": ("elbo", None),
+    "ELBO 1% (now)": ("stop", None),
+    "ELBO 0.5% + settled k-NN 0.9 (rejected)": (5e-3, SETTLED),
 }
 GRID_TOL = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2)
 GRID_SETTLED = (None, 0.8, 0.85, 0.9, 0.95)
@@ -123,7 +159,6 @@ def _ari_at(run: dict, epoch: int) -> float:
 
 
 def summarise(run: dict, dataset: str, seed: int) -> dict:
-    from scmsi import _model
     from scmsi._cluster import _knn_overlap
 
     row: dict = {"dataset": dataset, "seed": seed, "max epochs": int(run["check_epoch"][-1])}
@@ -132,7 +167,7 @@ def summarise(run: dict, dataset: str, seed: int) -> dict:
     overlaps = [_knn_overlap(a, b) for a, b in zip(lat[:-1], lat[1:], strict=True)]
     row["k-NN overlap per check"] = " ".join(f"{o:.2f}" for o in overlaps)
     for name, (tol, settled) in RULES.items():
-        e = fired(run, _model.ELBO_REL_TOL[tol], getattr(_model, settled) if settled else None)
+        e = fired(run, ELBO_REL_TOL.get(tol, tol), settled)
         row[f"{name}: epochs"], row[f"{name}: ARI"] = e, _ari_at(run, e)
     return row
 

@@ -89,12 +89,15 @@ def worker(h5mu: str, out: str, warmup: int, steps: int, threads: int, top: int)
     on = [False]
     _instrument(model.module, acc, on)
     prof = profile(activities=[ProfilerActivity.CPU])
-    step = {"cpu": 0.0, "wall": 0.0}
+    step = {"cpu": 0.0, "wall": 0.0, "seen": 0}
 
     class Window(Callback):
+        """Time steps ``warmup`` to ``warmup + steps`` (over several epochs on small data);
+        the profiler runs from the first of them to the end of training."""
+
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            if batch_idx == warmup:
-                on[0] = True
+            on[0] = warmup <= step["seen"] < warmup + steps
+            if step["seen"] == warmup:
                 prof.__enter__()
             self._c, self._t = time.process_time(), time.perf_counter()
 
@@ -102,12 +105,18 @@ def worker(h5mu: str, out: str, warmup: int, steps: int, threads: int, top: int)
             if on[0]:
                 step["cpu"] += time.process_time() - self._c
                 step["wall"] += time.perf_counter() - self._t
+            step["seen"] += 1
+            on[0] = False
 
+    # scvi-tools trains on 90% of the cells; enough epochs for warmup + steps minibatches
+    per_epoch = -(-int(0.9 * mdata.n_obs) // scaling.BATCH_SIZE)
     model.train(
-        max_epochs=1, batch_size=scaling.BATCH_SIZE, limit_train_batches=warmup + steps,
-        limit_val_batches=0, early_stopping=False, callbacks=[Window()], enable_progress_bar=False,
+        max_epochs=-(-(warmup + steps) // per_epoch), batch_size=scaling.BATCH_SIZE,
+        limit_train_batches=min(per_epoch, warmup + steps), limit_val_batches=0,
+        early_stopping=False, callbacks=[Window()], enable_progress_bar=False,
     )  # fmt: skip
     prof.__exit__(None, None, None)
+    steps = min(steps, step["seen"] - warmup)
     ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:top]
     res = {
         "n_anchors": model.module.n_anchors,

@@ -136,12 +136,13 @@ def _train(values, n_pre=0, early=True, key="elbo_validation"):
 
 def test_training_stops_on_a_plateau_only():
     """The ELBO's relative improvement over 20 epochs decides; pre-training is not counted."""
-    from scmsi._model import _plateaued
+    from scmsi._model import STOP_REL_TOL, _plateaued
 
-    decay = 1000 + 500 * np.exp(-np.arange(400) / 30.0)  # plateaus after ~150 epochs
+    decay = 1000 + 500 * np.exp(-np.arange(400) / 30.0)  # within 1% over 20 epochs at ~118
     _, stop = _train(decay)
-    assert stop is not None and 120 < stop < 200
-    assert _plateaued(decay[: stop + 1]) and not _plateaued(decay[:stop])
+    assert stop is not None and 100 < stop < 140
+    tol = STOP_REL_TOL
+    assert _plateaued(decay[: stop + 1], rel_tol=tol) and not _plateaued(decay[:stop], rel_tol=tol)
     assert _train(1000 - np.arange(400.0))[1] is None  # steady progress: runs on
     assert _train(decay, key="elbo_train")[1] == stop  # no validation set: training ELBO
 
@@ -155,42 +156,3 @@ def test_pre_training_ends_when_it_has_converged():
     assert switched == 100  # never converged: at most n_pre epochs
     switched, stop = _train(decay, n_pre=100, early=False)
     assert switched == 100  # early_stopping=False: the full pre-training
-
-
-class _FakeModel:
-    """What the settled-latent rule reads of a model: latents that move until ``settle_at``."""
-
-    def __init__(self, trainer, settle_at: int):
-        self.adata = type("A", (), {"n_obs": 300})()
-        self.seed, self.modality_names = 0, ["rna", "prot"]
-        self.trainer, self.settle_at = trainer, settle_at
-        self._rng = np.random.default_rng(0)
-        self._fixed = self._rng.normal(size=(300, 4))
-
-    def get_latent_representation(self, indices):
-        moving = self.trainer.current_epoch < self.settle_at
-        z = self._rng.normal(size=(300, 4)) if moving else self._fixed
-        return {"rna": z[indices, :2], "prot": z[indices, 2:]}
-
-
-def test_training_waits_for_the_latents_to_settle():
-    """A flat ELBO stops training only once the joint latent's neighbourhoods stay put, and the
-    check leaves the module's train/eval modes and torch's random state as they were."""
-    import torch
-
-    from scmsi._model import _Converged, _DecodeRebuiltAfter
-
-    flat = np.full(400, 1000.0)
-    for settle_at, low, high in [(0, 20, 40), (150, 150, 180)]:
-        switch = _DecodeRebuiltAfter(0)
-        trainer = _FakeTrainer()
-        pl = type("P", (), {"module": torch.nn.Sequential(torch.nn.Dropout())})()
-        rule = _Converged(switch, _FakeModel(trainer, settle_at))
-        state = torch.random.get_rng_state()
-        for epoch, v in enumerate(flat):
-            trainer.current_epoch, trainer.callback_metrics = epoch, {"elbo_validation": v}
-            rule.on_train_epoch_end(trainer, pl)
-            if trainer.should_stop:
-                break
-        assert trainer.should_stop and low <= epoch <= high, (settle_at, epoch)
-        assert pl.module.training and torch.equal(torch.random.get_rng_state(), state)
