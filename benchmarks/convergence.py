@@ -165,6 +165,9 @@ def summarise(run: dict, dataset: str, seed: int) -> dict:
     row["ARI at max"] = float(run["ari"][-1])
     lat = [run["latents"][i] for i, r in enumerate(run["regular"]) if r]
     overlaps = [_knn_overlap(a, b) for a, b in zip(lat[:-1], lat[1:], strict=True)]
+    row["ARI per check (epoch: ARI)"] = " ".join(
+        f"{int(e)}: {a:.3f}" for e, a in zip(run["check_epoch"], run["ari"], strict=True)
+    )
     row["k-NN overlap per check"] = " ".join(f"{o:.2f}" for o in overlaps)
     for name, (tol, settled) in RULES.items():
         e = fired(run, ELBO_REL_TOL.get(tol, tol), settled)
