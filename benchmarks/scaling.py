@@ -274,7 +274,10 @@ def _worker_main(argv: list[str]) -> None:
     args = p.parse_args(argv)
     import torch
 
+    import scmsi
+
     torch.set_num_threads(args.threads)
+    scmsi.settings.num_threads = args.threads  # scmsi's training would apply its own default
     load0 = os.getloadavg()
     with measured(args.threads) as cost:
         res = WORKERS[args.job](args)

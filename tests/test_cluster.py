@@ -204,3 +204,28 @@ def test_leiden_matches_scanpy(mdata):
                      n_iterations=2, directed=False)  # fmt: skip
         ours = scmsi.tl.leiden(graph, r, seed=0)
         assert np.array_equal(np.asarray(ours), a.obs["leiden"].to_numpy())
+
+
+def test_adjusted_rand_index_equals_sklearns():
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(0)
+    for n, ka, kb in [(500, 3, 5), (1000, 12, 12), (50, 1, 4), (200, 200, 3)]:
+        a, b = rng.integers(0, ka, n), rng.integers(0, kb, n)
+        assert _cluster._adjusted_rand_index(a, b) == pytest.approx(
+            adjusted_rand_score(a, b), abs=1e-12
+        )
+        assert _cluster._adjusted_rand_index(a, a) == pytest.approx(1.0, abs=1e-12)
+    one = np.zeros(10, dtype=int)
+    assert _cluster._adjusted_rand_index(one, one) == adjusted_rand_score(one, one)
+    alone = np.arange(10)
+    assert _cluster._adjusted_rand_index(alone, alone) == adjusted_rand_score(alone, alone)
+
+
+def test_knn_overlap():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5))
+    assert _cluster._knn_overlap(x, x) == 1.0
+    assert _cluster._knn_overlap(x, 3 * x + 1) == pytest.approx(1.0)  # neighbours unchanged
+    assert _cluster._knn_overlap(x, x + 0.01 * rng.normal(size=x.shape)) > 0.9
+    assert _cluster._knn_overlap(x, rng.normal(size=x.shape)) < 0.2  # unrelated embeddings

@@ -3,7 +3,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 import scmsi
-from scmsi._settings import Settings, available_cores
+from scmsi import _settings
+from scmsi._settings import Settings, available_cores, default_threads
 from tests._synthetic import synthetic_cite
 
 from .conftest import FAST
@@ -52,8 +53,19 @@ def test_training_uses_configured_threads_whatever_was_set_before(restore_thread
     torch.set_num_threads(2)  # what numba leaves behind after preprocessing
     assert _train_threads(md) == [1, 1]
     scmsi.settings.num_threads = None
-    torch.set_num_threads(1)
-    assert set(_train_threads(md)) == {available_cores()}
+    torch.set_num_threads(2)
+    assert set(_train_threads(md)) == {default_threads(md.n_obs)} == {1}  # small data: 1
+
+
+def test_default_threads_by_size(monkeypatch):
+    monkeypatch.setattr(_settings, "available_cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    small, large = 1_000, _settings.MIN_CELLS_PER_EXTRA_THREAD
+    assert default_threads(small) == 1 and default_threads(large) == default_threads() == 8
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # a scheduler's limit is kept
+    assert default_threads(large) == 3 and default_threads(small) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert default_threads(large) == 8
 
 
 def test_inference_resets_threads(restore_threads, trained):

@@ -379,6 +379,50 @@ def leiden_auto(
     return best[2], info
 
 
+def _adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
+    """Adjusted Rand index of two labelings given as non-negative integers.
+
+    sklearn's ``adjusted_rand_score`` with the same formula (pair counts from the contingency
+    table) but without its input validation and label encoding, which cost ~10 ms a call:
+    :func:`leiden_stable` makes 120 calls, a third of its time on 1,000 cells.
+    """
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    n = a.size
+    if n < 2:
+        return 1.0
+    table = np.bincount(a * (int(b.max()) + 1) + b).astype(np.float64)
+    pairs = lambda c: float((c * (c - 1)).sum() / 2)  # noqa: E731
+    both = pairs(table)
+    rows = pairs(np.bincount(a).astype(np.float64))
+    cols = pairs(np.bincount(b).astype(np.float64))
+    total = n * (n - 1) / 2
+    expected = rows * cols / total
+    top = (rows + cols) / 2
+    if top == expected:  # one cluster each, or every cell alone: sklearn returns 1
+        return 1.0
+    return (both - expected) / (top - expected)
+
+
+def _knn_overlap(a: np.ndarray, b: np.ndarray, k: int = 15) -> float:
+    """Mean share of each cell's ``k`` nearest neighbours (Euclidean) in ``a`` kept in ``b``.
+
+    ``a`` and ``b``: the same cells, in the same order, in two embeddings (e.g. the joint
+    latent at two epochs). 1 when every neighbourhood is unchanged; exact (brute force), so
+    meant for a few thousand cells.
+    """
+
+    def neighbours(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        sq = (x * x).sum(1)
+        d = sq[:, None] + sq[None, :] - 2 * x @ x.T
+        np.fill_diagonal(d, np.inf)  # a cell is not its own neighbour
+        return np.sort(np.argpartition(d, k - 1, axis=1)[:, :k], axis=1)
+
+    na, nb = neighbours(a), neighbours(b)
+    kept = [np.intersect1d(x, y, assume_unique=True).size for x, y in zip(na, nb, strict=True)]
+    return float(np.mean(kept) / k)
+
+
 STABLE_RESOLUTIONS = tuple(np.round(np.geomspace(0.05, 2.0, 12), 3))
 
 
@@ -427,8 +471,6 @@ def leiden_stable(
         ``n_clusters``, and the evidence per candidate: ``resolutions``, ``stability`` (mean
         pairwise ARI), ``n_clusters_per_resolution`` and ``silhouette``.
     """
-    from sklearn.metrics import adjusted_rand_score
-
     n = graph.shape[0]
     rng = np.random.default_rng(seed)
     sel_graph, sel_emb = graph, embedding
@@ -457,7 +499,7 @@ def leiden_stable(
         for a in range(n_subsamples):
             for b in range(a + 1, n_subsamples):
                 both = (parts[a] >= 0) & (parts[b] >= 0)
-                aris.append(adjusted_rand_score(parts[a][both], parts[b][both]))
+                aris.append(_adjusted_rand_index(parts[a][both], parts[b][both]))
         full = np.asarray(leiden(g, r, seed))
         k = len(np.unique(full))
         n_found.append(k)

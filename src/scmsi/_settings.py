@@ -26,14 +26,37 @@ def available_cores() -> int:
     return max(1, cores)
 
 
+# Below this many cells, training uses one thread by default: a step's matrices (a 256-cell
+# minibatch against the anchors, which grow with N) are too small for a second thread to pay
+# for its synchronisation (benchmarks/results/threads.md).
+MIN_CELLS_PER_EXTRA_THREAD = 20_000
+
+
+def default_threads(n_cells: int | None = None) -> int:
+    """The threads used when :attr:`Settings.num_threads` is None.
+
+    The available cores (:func:`available_cores`), at most ``OMP_NUM_THREADS`` when it is set
+    (a scheduler's or a benchmark's limit), and one thread below
+    :data:`MIN_CELLS_PER_EXTRA_THREAD` cells (``n_cells``: the data trained on or encoded).
+    """
+    n = available_cores()
+    try:
+        n = min(n, max(1, int(os.environ["OMP_NUM_THREADS"])))
+    except (KeyError, ValueError):
+        pass
+    if n_cells is not None and n_cells < MIN_CELLS_PER_EXTRA_THREAD:
+        return 1
+    return n
+
+
 class Settings:
     """scmsi's global settings (``scmsi.settings``).
 
     Attributes
     ----------
     num_threads
-        torch intra-op threads for training and inference. ``None`` (default): the cores this
-        process may use (:func:`available_cores`).
+        torch intra-op threads for training and inference. ``None`` (default): one thread on
+        small data, else the cores this process may use (:func:`default_threads`).
     """
 
     def __init__(self) -> None:
@@ -52,11 +75,12 @@ class Settings:
             )
         self._num_threads = value
 
-    def apply_threads(self) -> int:
-        """Set torch's intra-op threads to :attr:`num_threads` (or the available cores)."""
+    def apply_threads(self, n_cells: int | None = None) -> int:
+        """Set torch's intra-op threads to :attr:`num_threads` (or :func:`default_threads` for
+        ``n_cells`` cells)."""
         import torch
 
-        n = self._num_threads or available_cores()
+        n = self._num_threads or default_threads(n_cells)
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
         return n
