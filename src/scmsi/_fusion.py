@@ -27,7 +27,7 @@ def check_fusion(fusion, allow_none: bool = False) -> None:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
 
 
-WeightMethod = Literal["adaptive", "precision"]
+WeightMethod = Literal["reliability", "adaptive", "precision"]
 """The fusions whose per-cell modality weights :meth:`scmsi.SCMSI.get_modality_weights` gives."""
 WEIGHTED_FUSIONS: tuple[str, ...] = get_args(WeightMethod)
 
@@ -35,7 +35,7 @@ WEIGHTED_FUSIONS: tuple[str, ...] = get_args(WeightMethod)
 def check_weight_method(method) -> None:
     """Raise a ValueError that names the fusions with per-cell weights."""
     if method not in get_args(WeightMethod):
-        raise ValueError(f"method must be 'adaptive' or 'precision', got {method!r}.")
+        raise ValueError(f"method must be one of {WEIGHTED_FUSIONS}, got {method!r}.")
 
 
 def fusion_scale(
@@ -182,6 +182,37 @@ def modality_weights(errors: np.ndarray, scale: np.ndarray | None = None) -> np.
     return (w / w.sum(1, keepdims=True)).astype(np.float32)
 
 
+# Temperature of the reliability weights: a difference of 0.1 in neighbourhood capture (a tenth
+# of the way from random anchors to the nearest ones) multiplies a modality's weight by e.
+RELIABILITY_TEMPERATURE = 0.1
+
+
+def reliability_weights(
+    kappa: dict[tuple[str, str], torch.Tensor],
+    names: list[str],
+    observed: dict[str, torch.Tensor],
+) -> np.ndarray:
+    """Per-cell modality weights ``(B, M)`` from neighbourhood capture
+    (:func:`~scmsi._selfexpression.neighbourhood_capture`): modality m's score is the mean of
+    ``kappa[m, t]`` over the other modalities t the cell has, the weights
+    ``softmax_m(score / RELIABILITY_TEMPERATURE)`` over the modalities it has. A cell with one
+    modality gets weight 1 there; a one-modality model, weight 1.
+    """
+    obs = torch.stack([observed[m] for m in names], -1)  # (B, M)
+    if len(names) < 2:
+        return obs.float().cpu().numpy()
+    scores = []
+    for m in names:
+        others = [kappa[m, t] * observed[t] for t in names if t != m]
+        n_other = sum(observed[t].float() for t in names if t != m)
+        scores.append(sum(others) / n_other.clamp_min(1.0))
+    score = torch.stack(scores, -1) / RELIABILITY_TEMPERATURE
+    score = score.masked_fill(~obs, float("-inf"))
+    w = torch.softmax(score, -1)
+    w = torch.where(obs.any(-1, keepdim=True), w, torch.full_like(w, 1.0 / len(names)))
+    return torch.nan_to_num(w, nan=0.0).cpu().numpy().astype(np.float32)
+
+
 def precision_weights(var: np.ndarray) -> np.ndarray:
     """Inverse-variance weights ``(N, M)`` from per-cell variances ``(N, M)``; ``inf`` (a
     modality the cell lacks) gets weight 0; a cell with no finite variance gets equal weights.
@@ -199,9 +230,9 @@ def fuse(
     observed: list[np.ndarray] | None = None,
     weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The fused affinity ``(N, A)`` of ``fusion``: :func:`product_fusion` for ``"product"``,
-    else :func:`fuse_coefficients` (``weights``: the per-cell modality weights of
-    ``"precision"``/``"adaptive"``). The one dispatcher: the model and ``spatial`` call it."""
+    """The fused affinity ``(N, A)`` of ``fusion``: :func:`product_fusion` for ``"product"``
+    and ``"reliability"``, else :func:`fuse_coefficients` (``weights``: the per-cell modality
+    weights of ``"reliability"``/``"precision"``/``"adaptive"``). The one dispatcher: the model and ``spatial`` call it."""
     check_fusion(fusion)
-    rule = product_fusion if fusion == "product" else fuse_coefficients
+    rule = product_fusion if fusion in ("product", "reliability") else fuse_coefficients
     return rule(coefs, observed, weights)

@@ -51,10 +51,12 @@ from ._fusion import (
     fusion_scale,
     modality_weights,
     precision_weights,
+    reliability_weights,
     top_k_sparse,
 )
 from ._likelihoods import HEADS, protein_background_prior
 from ._module import ModalitySpec, SCMSIModule, expression
+from ._selfexpression import neighbourhood_capture
 from ._mosaic import (
     MuDataObservedField,
     _ObservedField,
@@ -1001,8 +1003,6 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         fusion = (self.fusion if fusion is None else fusion) if fused else None
         names = self.modality_names
         with self._registered_data(adata) as adata_v:
-            adaptive = fusion == "adaptive" and len(names) > 1
-            precision = fusion == "precision" and len(names) > 1
             scale = fusion_scale(self, adata_v, fusion, indices, batch_size, weight_scale)
             gen = self._draw_generator()
             batches = self._outputs(adata_v, indices, batch_size, generative=False)
@@ -1010,11 +1010,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 out = {m: inf["coef"][m].cpu().numpy() for m in names}
                 out["observed"] = {m: inf["observed"][m].cpu().numpy() for m in names}
                 if fusion is not None:
-                    w = None
-                    if adaptive:
-                        w = modality_weights(_cross_rebuild_errors(inf, names), scale)
-                    elif precision:
-                        w = self._precision_weights(tensors, inf, gen)
+                    w = self._batch_weights(fusion, tensors, inf, scale, gen)
                     out["fused"] = fuse(
                         fusion, [out[m] for m in names], [out["observed"][m] for m in names], w
                     )
@@ -1030,9 +1026,15 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         scale: np.ndarray | None = None,
-        method: WeightMethod = "adaptive",
+        method: WeightMethod = "reliability",
     ) -> pd.DataFrame:
         """Per-cell modality weights of a fusion, cells x modalities (rows sum to 1).
+
+        ``method="reliability"`` (the default objective's fusion): how well each modality's
+        anchors find the cell's neighbours in the other modalities
+        (:func:`~scmsi._selfexpression.neighbourhood_capture`, the rule that also decides
+        which modality teaches which in training), ``softmax`` over modalities at temperature
+        :data:`~scmsi._fusion.RELIABILITY_TEMPERATURE`. Cost O(N * A * (n_latent + log A) * M^2).
 
         ``method="precision"``: inverse-variance weights. ``q(z^m | x^m)`` is sampled
         (:data:`N_WEIGHT_DRAWS` draws, seeded by the model's seed) and modality m's normalised
@@ -1062,20 +1064,37 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         gen = self._draw_generator()
         with self._registered_data(adata) as adata_v:
             parts = [
-                self._precision_weights(tensors, inf, gen)
-                if method == "precision"
-                else _cross_rebuild_errors(inf, names)
+                _cross_rebuild_errors(inf, names)
+                if method == "adaptive"
+                else self._batch_weights(method, tensors, inf, None, gen)
                 for tensors, inf, _ in self._outputs(adata_v, indices, batch_size, generative=False)
             ]
             obs = adata_v.obs_names
         cells = obs if indices is None else obs[np.asarray(indices)]
-        if method == "precision":
+        if method != "adaptive":
+            if len(names) < 2:
+                return pd.DataFrame(1.0, index=cells, columns=names, dtype=np.float32)
             return pd.DataFrame(np.concatenate(parts), index=cells, columns=names)
         errors = np.concatenate(parts)
         scale = error_scale(errors) if scale is None else np.asarray(scale, dtype=np.float64)
         out = pd.DataFrame(modality_weights(errors, scale), index=cells, columns=names)
         out.attrs["scale"] = scale
         return out
+
+    def _batch_weights(self, fusion, tensors, inf, scale, gen) -> np.ndarray | None:
+        """Per-cell modality weights ``(B, M)`` of one minibatch for ``fusion``, or None for
+        a fusion without weights (or a one-modality model)."""
+        names = self.modality_names
+        if len(names) < 2:
+            return None
+        if fusion == "reliability":
+            kappa = neighbourhood_capture(inf["z"], inf["z_anchor"], inf["coef"])
+            return reliability_weights(kappa, names, inf["observed"])
+        if fusion == "adaptive":
+            return modality_weights(_cross_rebuild_errors(inf, names), scale)
+        if fusion == "precision":
+            return self._precision_weights(tensors, inf, gen)
+        return None
 
     def _draw_generator(self) -> torch.Generator:
         """A generator seeded by the model's seed: the same weights on every call."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import combinations
+from itertools import combinations, permutations
 
 import numpy as np
 import torch
@@ -21,10 +21,13 @@ from ._objective import Objective, ReluOptions
 from ._selfexpression import (
     SelfExpressiveNetwork,
     SoftmaxSelfExpression,
+    directed_kl,
     elastic_net,
     locality_weights,
+    neighbourhood_capture,
     self_expression_error,
     symmetric_kl,
+    teaching_gate,
 )
 
 _N_FINGERPRINTS = 3
@@ -498,6 +501,27 @@ class SCMSIModule(BaseModuleClass):
         """
         return _over_pairs(logits, observed, symmetric_kl)
 
+    def directed_agreement_loss(self, inf: dict, observed: dict) -> torch.Tensor:
+        """Per-cell ``sum_{s != t} g_st KL(p^s || p^t)`` over ``M - 1``, ``(B,)``.
+
+        Modality t learns the cell's anchor distribution ``p^s`` of modality s with the weight
+        ``g_st`` of :func:`~scmsi._selfexpression.teaching_gate` (0 unless s's anchors find
+        t's neighbours better than the reverse), and ``p^s`` is not differentiated: a view
+        that knows a cell better pulls the other one towards it and is never pulled back.
+        The symmetric KL (``agreement="kl"``) pulls both ways, and dragged a strong view
+        (SNARE-seq RNA) towards a weak one. Counted where the cell has both modalities.
+        """
+        names = list(inf["logit"])
+        first = inf["logit"][names[0]]
+        total = torch.zeros(first.shape[0], device=first.device)
+        if len(names) < 2:
+            return total
+        kappa = neighbourhood_capture(inf["z"], inf["z_anchor"], inf["coef"])
+        for s, t in permutations(names, 2):
+            d = teaching_gate(kappa, s, t) * directed_kl(inf["logit"][s], inf["logit"][t])
+            total = total + torch.where(observed[s] & observed[t], d, torch.zeros_like(d))
+        return total / (len(names) - 1)
+
     def cross_expression_loss(
         self, tensors: dict, inference_outputs: dict, observed: dict
     ) -> torch.Tensor:
@@ -563,7 +587,9 @@ class SCMSIModule(BaseModuleClass):
                 w = locality_weights(z, za) if opts.locality else None
                 se_err = se_err + opts.gamma * elastic_net(coef, opts.lam, w)
             se_total = se_total + keep(se_err)
-        if self.objective.agreement == "kl":
+        if self.objective.agreement == "directed":
+            contrast = self.directed_agreement_loss(inference_outputs, obs)
+        elif self.objective.agreement == "kl":
             contrast = self.agreement_loss(inference_outputs["logit"], obs)
         else:
             contrast = self.contrastive_loss(inference_outputs["coef"], obs)

@@ -28,11 +28,14 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 Coefficients = Literal["softmax", "relu"]
 """``"softmax"``: each cell's coefficients are a distribution over the anchors (a kernel on
 the latent distance); ``"relu"``: the paper's self-expressive network with a threshold."""
-Agreement = Literal["kl", "squared"]
-"""Contrastive term: symmetric KL between anchor distributions, or the paper's squared
-difference."""
-Fusion = Literal["product", "mean", "precision", "adaptive"]
-"""How the modalities' coefficients are fused: multiplied (product of experts), or averaged
+Agreement = Literal["directed", "kl", "squared"]
+"""Contrastive term: ``"directed"``, each modality learns a cell's anchor distribution from
+the modalities that know the cell better (:func:`~scmsi._selfexpression.teaching_gate`), never
+the reverse; ``"kl"``, the symmetric KL between every pair of anchor distributions; or the
+paper's squared difference of coefficients."""
+Fusion = Literal["reliability", "product", "mean", "precision", "adaptive"]
+"""How the modalities' coefficients are fused: multiplied (product of experts), each raised
+to its per-cell reliability weight (``"reliability"``) or not (``"product"``); or averaged
 with equal, precision or cross-rebuild weights."""
 Embedding = Literal["latent", "rebuilt", "pca"]
 """How :func:`scmsi.tl.embed_and_cluster` embeds the cells: every modality's latent
@@ -98,8 +101,9 @@ class Objective:
     options: ReluOptions | SoftmaxOptions = field(default_factory=SoftmaxOptions)
     """The options of that coefficient type only (:class:`ReluOptions` or
     :class:`SoftmaxOptions`)."""
-    agreement: Agreement = "kl"
-    """Contrastive term (:data:`Agreement`); ``"kl"`` needs softmax coefficients."""
+    agreement: Agreement = "directed"
+    """Contrastive term (:data:`Agreement`); ``"directed"`` and ``"kl"`` need softmax
+    coefficients."""
     lambda_se: float = 1.0
     """Weight of the self-expressive loss."""
     lambda_contrast: float = 1.0
@@ -115,8 +119,10 @@ class Objective:
     anchor_grad: bool = True
     """Backpropagate through the anchors' encoding at every step; False encodes them without
     gradient (a third less encoder work per step)."""
-    fusion: Fusion = "product"
-    """Default fusion of the modalities' coefficients (:data:`Fusion`)."""
+    fusion: Fusion = "reliability"
+    """Default fusion of the modalities' coefficients (:data:`Fusion`). With
+    ``"reliability"`` the joint-latent embedding weighs each modality by the mean of the same
+    per-cell weights."""
     embedding: Embedding = "latent"
     """Default embedding of :func:`scmsi.tl.embed_and_cluster` (:data:`Embedding`)."""
     epoch_budget: int = 200
@@ -189,8 +195,10 @@ def _check(obj: Objective) -> None:
             f"{other!r}; this objective uses coefficients={obj.coefficients!r}, which ignores "
             f"them. Pass {group.__name__}(...) or leave options out."
         )
-    if obj.agreement == "kl" and obj.coefficients != "softmax":
-        raise ValueError("agreement='kl' compares distributions: use coefficients='softmax'.")
+    if obj.agreement in ("directed", "kl") and obj.coefficients != "softmax":
+        raise ValueError(
+            f"agreement={obj.agreement!r} compares distributions: use coefficients='softmax'."
+        )
     for name in ("lambda_se", "lambda_contrast", "lambda_cross"):
         value = getattr(obj, name)
         if value is not None and not value >= 0:

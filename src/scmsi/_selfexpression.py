@@ -169,6 +169,49 @@ def symmetric_kl(logit_a: torch.Tensor, logit_b: torch.Tensor) -> torch.Tensor:
     return ((la.exp() - lb.exp()) * (la - lb)).sum(-1)
 
 
+@torch.no_grad()
+def neighbourhood_capture(
+    z: dict[str, torch.Tensor], z_anchor: dict[str, torch.Tensor], coef: dict[str, torch.Tensor]
+) -> dict[tuple[str, str], torch.Tensor]:
+    """How well each modality's anchors find a cell's neighbours in every other modality.
+
+    ``kappa[s, t]`` (``(B,)``): ``1 - 2 * sum_i c^s_{n,i} r^t_{n,i}``, where ``r^t_{n,i}`` is
+    anchor i's rank (0: nearest, 1: farthest) among the anchors by latent distance to cell n
+    in modality t and ``c^s_n`` is modality s's coefficient row, normalised. 1: the anchors
+    that s picks are t's nearest; 0: no better than random anchors. Ranks, not distances:
+    a modality whose latent also holds variation that no other modality sees (library size,
+    cell cycle) would otherwise look hard to predict and be judged a poor view.
+    Cross-modal prediction as in WNN (Hao et al. 2021), read from the coefficients.
+    Not differentiated: it decides who teaches whom, it is not a target.
+    """
+    names = list(z)
+    out = {}
+    for t in names:
+        d = torch.cdist(z[t], z_anchor[t])
+        rank = d.argsort(-1).argsort(-1).to(d.dtype) / max(d.shape[-1] - 1, 1)
+        for s in names:
+            if s != t:
+                c = coef[s] / coef[s].sum(-1, keepdim=True).clamp_min(1e-12)
+                out[s, t] = 1.0 - 2.0 * (c * rank).sum(-1)
+    return out
+
+
+def directed_kl(logit_teacher: torch.Tensor, logit_student: torch.Tensor) -> torch.Tensor:
+    """``KL(p_teacher || p_student)`` of two rows of anchor logits, ``(B,)``, differentiated
+    through the student only: the teacher's neighbourhood is a target, never pulled."""
+    lt = torch.log_softmax(logit_teacher.detach(), -1)
+    ls = torch.log_softmax(logit_student, -1)
+    return (lt.exp() * (lt - ls)).sum(-1)
+
+
+def teaching_gate(kappa: dict[tuple[str, str], torch.Tensor], s: str, t: str) -> torch.Tensor:
+    """Per-cell weight ``(B,)`` with which modality s teaches modality t its neighbourhood:
+    ``clip(kappa[s, t] - kappa[t, s], 0, 1)``. Positive only where s's anchors find t's
+    neighbours better than t's anchors find s's: a view learns only from a view that knows the
+    cell better, never the reverse, and the more so the clearer the difference."""
+    return (kappa[s, t] - kappa[t, s]).clamp(0.0, 1.0)
+
+
 def locality_weights(z: torch.Tensor, z_anchor: torch.Tensor) -> torch.Tensor:
     """Per-cell L1 weights ``w_{n,i} = ||z_n - z_i||^2 / mean_i ||z_n - z_i||^2``, ``(B, A)``.
 
