@@ -34,10 +34,10 @@ def test_presets_are_typed_frozen_objectives():
 
 
 def test_the_former_values_of_the_presets():
-    """The values the presets had as dicts in the model, before this home."""
+    """The presets' values (the default's agreement and fusion are this round's)."""
     expected = {
-        "default": dict(coefficients="softmax", agreement="kl", lambda_contrast=1.0,
-                        scale_free=True, anchor_grad=True, fusion="product",
+        "default": dict(coefficients="softmax", agreement="directed", lambda_contrast=1.0,
+                        scale_free=True, anchor_grad=True, fusion="reliability",
                         embedding="latent", epoch_budget=200),
         "paper_local": dict(coefficients="relu", agreement="squared", lambda_contrast=0.1,
                             locality=True, ceiling=True, scale_free=True, anchor_grad=True,
@@ -100,8 +100,10 @@ def test_errors_name_the_option():
     for option, kwargs in cases.items():
         with pytest.raises(ValueError, match=option):
             resolve("default", **kwargs)
-    with pytest.raises(ValueError, match="agreement='kl'"):
+    with pytest.raises(ValueError, match="agreement='directed'"):
         resolve("default", coefficients="relu")
+    with pytest.raises(ValueError, match="agreement='kl'"):
+        resolve("default", agreement="kl", coefficients="relu")
     with pytest.raises(TypeError, match="lambda_contrastt"):
         resolve("default", lambda_contrastt=1.0)
     with pytest.raises(ValueError, match="papr"):
