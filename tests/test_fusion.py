@@ -20,7 +20,9 @@ from scmsi._fusion import (
 
 
 def test_one_list_of_fusions():
-    assert FUSIONS == get_args(Fusion) == ("reliability", "product", "mean", "precision", "adaptive")
+    assert (
+        FUSIONS == get_args(Fusion) == ("reliability", "product", "mean", "precision", "adaptive")
+    )
     assert scmsi.FUSIONS is FUSIONS
 
 

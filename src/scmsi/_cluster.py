@@ -98,9 +98,11 @@ def latent_standardisation(model) -> dict:
 
 def joint_latent(latents: dict[str, np.ndarray], stats: dict) -> np.ndarray:
     """Every modality's latent, standardised (:func:`latent_standardisation`) and concatenated,
-    ``(N, M * n_latent)``; with ``stats["weights"]`` (``(M,)``, :func:`embedding_weights`)
-    modality m's block is scaled by ``sqrt(M w_m)``, so that it holds the share ``w_m`` of
-    the squared distances. A cell lacking a modality has its rebuilt latent there (the
+    ``(N, M * n_latent)``; with ``stats["weights"]`` (``(M,)``,
+    :meth:`scmsi.SCMSI.input_reliability`) modality m's block is scaled by ``sqrt(M w_m)``, so
+    that it holds the share ``w_m`` of the squared distances: one weight per modality, not per
+    cell, since scaling a cell's blocks by its own weights moves it away from cells of its type
+    whose weights differ. A cell lacking a modality has its rebuilt latent there (the
     anchors' latents weighted by the coefficients of the modalities it has)."""
     z = np.concatenate([latents[str(m)] for m in stats["modalities"]], 1)
     z = (z - stats["mean"]) / stats["scale"]
@@ -109,24 +111,6 @@ def joint_latent(latents: dict[str, np.ndarray], stats: dict) -> np.ndarray:
         block = np.repeat(np.sqrt(n_mod * np.asarray(stats["weights"])), z.shape[1] // n_mod)
         z = z * block
     return z.astype(np.float32)
-
-
-def embedding_weights(weights: np.ndarray | None, observed: np.ndarray | None = None):
-    """The joint latent's modality weights ``(M,)``: the mean over cells of the per-cell
-    reliability weights ``(N, M)`` (over the cells that have each modality), renormalised.
-
-    One weight per modality, not per cell: scaling a cell's blocks by its own weights moves it
-    relative to cells of its own type whose weights differ (on SNARE-seq, k-means ARI 0.89 with
-    per-cell weights against 0.93 with their means), while the mean keeps one geometry in which
-    the view that finds the neighbours of the others counts more.
-    """
-    if weights is None:
-        return None
-    w = np.asarray(weights, dtype=np.float64)
-    if observed is not None:
-        w = np.where(observed, w, np.nan)
-    mean = np.nan_to_num(np.nanmean(w, 0), nan=0.0)
-    return (mean / max(mean.sum(), 1e-12)).astype(np.float32)
 
 
 def rebuilt_projection(model) -> dict:

@@ -213,6 +213,50 @@ def reliability_weights(
     return torch.nan_to_num(w, nan=0.0).cpu().numpy().astype(np.float32)
 
 
+# The joint latent's modality weights are read off each modality's own input: at most this many
+# cells (a dataset-level mean, so a subsample answers it), ranked against this many of them.
+INPUT_RELIABILITY_CELLS = 5000
+INPUT_RELIABILITY_REFERENCE = 500
+N_CAPTURE_NEIGHBOURS = 10
+
+
+def input_reliability(pcs: dict[str, np.ndarray], seed: int = 0) -> np.ndarray:
+    """Dataset-level modality weights ``(M,)`` from each modality's own input PCs.
+
+    ``pcs``: ``{modality: (n, d)}`` for the same n cells. As
+    :func:`~scmsi._selfexpression.neighbourhood_capture`, but on the data rather than the
+    latents: ``kappa[s, t]`` = 1 - 2 x the mean rank, among ``INPUT_RELIABILITY_REFERENCE``
+    reference cells ordered by distance in t's PCs, of the cell's
+    ``N_CAPTURE_NEIGHBOURS`` nearest reference cells in s's PCs. The per-cell weights of
+    :func:`reliability_weights`, averaged over cells. Read on the inputs because the directed
+    agreement makes each student's latent neighbourhoods copy its teacher's: after training,
+    capture between latents no longer says which view knew the cells better.
+    """
+    from scipy.spatial.distance import cdist
+
+    names = list(pcs)
+    n = len(next(iter(pcs.values())))
+    rng = np.random.default_rng(seed)
+    ref = rng.choice(n, min(INPUT_RELIABILITY_REFERENCE, n), replace=False)
+    dist, rank = {}, {}
+    for m, x in pcs.items():
+        d = cdist(x, x[ref])
+        d[ref, np.arange(len(ref))] = np.inf  # a cell is not its own neighbour
+        dist[m] = d
+        rank[m] = d.argsort(1).argsort(1) / max(len(ref) - 1, 1)
+    k = min(N_CAPTURE_NEIGHBOURS, len(ref) - 1)
+    kappa = {}
+    for s in names:
+        top = np.argpartition(dist[s], k - 1, axis=1)[:, :k]
+        for t in names:
+            if t != s:
+                captured = 1.0 - 2.0 * np.take_along_axis(rank[t], top, 1).mean(1)
+                kappa[s, t] = torch.as_tensor(captured)
+    observed = {m: torch.ones(n, dtype=torch.bool) for m in names}
+    w = reliability_weights(kappa, names, observed).mean(0)
+    return (w / w.sum()).astype(np.float32)
+
+
 def precision_weights(var: np.ndarray) -> np.ndarray:
     """Inverse-variance weights ``(N, M)`` from per-cell variances ``(N, M)``; ``inf`` (a
     modality the cell lacks) gets weight 0; a cell with no finite variance gets equal weights.
@@ -232,7 +276,8 @@ def fuse(
 ) -> np.ndarray:
     """The fused affinity ``(N, A)`` of ``fusion``: :func:`product_fusion` for ``"product"``
     and ``"reliability"``, else :func:`fuse_coefficients` (``weights``: the per-cell modality
-    weights of ``"reliability"``/``"precision"``/``"adaptive"``). The one dispatcher: the model and ``spatial`` call it."""
+    weights of ``"reliability"``/``"precision"``/``"adaptive"``). The one dispatcher: the
+    model and ``spatial`` call it."""
     check_fusion(fusion)
     rule = product_fusion if fusion in ("product", "reliability") else fuse_coefficients
     return rule(coefs, observed, weights)

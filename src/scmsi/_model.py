@@ -36,10 +36,11 @@ from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMix
 from scvi.train import TrainingPlan
 
 from . import _validation as val
-from ._anchors import default_n_anchors, select_anchors
+from ._anchors import anchor_features, default_n_anchors, select_anchors
 from ._backed import dense, read_rows
 from ._constants import CONTEXT_LAYERS_KEY, MODALITY_TYPES_KEY, declared_modality_types
 from ._fusion import (
+    INPUT_RELIABILITY_CELLS,
     N_WEIGHT_DRAWS,
     Fusion,
     WeightMethod,
@@ -49,6 +50,7 @@ from ._fusion import (
     error_scale,
     fuse,
     fusion_scale,
+    input_reliability,
     modality_weights,
     precision_weights,
     reliability_weights,
@@ -56,7 +58,6 @@ from ._fusion import (
 )
 from ._likelihoods import HEADS, protein_background_prior
 from ._module import ModalitySpec, SCMSIModule, expression
-from ._selfexpression import neighbourhood_capture
 from ._mosaic import (
     MuDataObservedField,
     _ObservedField,
@@ -67,6 +68,7 @@ from ._mosaic import (
 )
 from ._objective import PRESET_ALIASES, PRESETS, Objective, ReluOptions, SoftmaxOptions, resolve
 from ._quiet import log_every_n_steps, quiet_lightning
+from ._selfexpression import neighbourhood_capture
 from ._settings import settings
 
 logger = logging.getLogger(__name__)
@@ -1080,6 +1082,31 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         out = pd.DataFrame(modality_weights(errors, scale), index=cells, columns=names)
         out.attrs["scale"] = scale
         return out
+
+    def input_reliability(self) -> np.ndarray:
+        """Modality weights of the joint latent, ``(M,)`` in ``modality_names`` order.
+
+        Read off the registered data (:func:`~scmsi._fusion.input_reliability`): each
+        modality's input, transformed by its type (:func:`~scmsi._anchors.anchor_features`),
+        to ``n_latent`` PCs over at most :data:`~scmsi._fusion.INPUT_RELIABILITY_CELLS` random
+        cells that have every modality (seeded by the model's seed); cached on the model.
+        """
+        if getattr(self, "input_reliability_", None) is not None:
+            return self.input_reliability_
+        import scanpy as sc
+
+        observed = self._observed_cells()
+        complete = np.flatnonzero(np.logical_and.reduce(list(observed.values())))
+        rng = np.random.default_rng(self.seed)
+        size = min(INPUT_RELIABILITY_CELLS, len(complete))
+        rows = np.sort(rng.choice(complete, size, replace=False))
+        pcs = {}
+        for s in self._modality_specs():
+            x = anchor_features(read_rows(self._registered(s.registry_key), rows), s.kind)
+            n_comps = int(min(self.module.n_latent, x.shape[1] - 1, size - 1))
+            pcs[s.name] = sc.pp.pca(x, n_comps=n_comps, random_state=self.seed)
+        self.input_reliability_ = input_reliability(pcs, self.seed)
+        return self.input_reliability_
 
     def _batch_weights(self, fusion, tensors, inf, scale, gen) -> np.ndarray | None:
         """Per-cell modality weights ``(B, M)`` of one minibatch for ``fusion``, or None for

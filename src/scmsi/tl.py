@@ -195,8 +195,8 @@ def _embed(data, model, embedding, k, n_comps, fusion, batch_size, scale, seed) 
             data, model, None, k, fusion, batch_size, scale
         )
         pca = _cluster.latent_standardisation(model)
-        if fusion == "reliability" and weights is not None:
-            pca["weights"] = _cluster.embedding_weights(weights, weights > 0)
+        if fusion == "reliability" and len(model.modality_names) > 1:
+            pca["weights"] = model.input_reliability()
         emb = _cluster.joint_latent(latents, pca)
     elif embedding == "rebuilt":
         # A linear map of the coefficients, like the PCA: one pass, dense or top-k.
