@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 # Options whose value is a path on the machine that ran the benchmark: not part of a result's
 # provenance (a folder given to resume or to write elsewhere does not change the figures).
-PATH_OPTIONS = ("--work-dir", "--out", "--save", "--spagcn-python", "--model-dir")
+PATH_OPTIONS = ("--work-dir", "--out", "--save", "--spagcn-python", "--model-dir", "--data-dir")
 
 
 def mean_sd(s: pd.Series, empty: str = "") -> str:
