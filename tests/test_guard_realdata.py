@@ -59,6 +59,13 @@ def test_joint_embedding_reaches_the_best_single_view(dataset):
 
 @pytest.mark.slow
 @pytest.mark.realdata
+@pytest.mark.xfail(
+    strict=True,  # passing means the spot model is fixed: then remove this mark
+    reason="issue 26, blocked: final default, seed 0: spatial domains ARI 0.299 against "
+    "smoothed PCA 0.594 on DLPFC 151674 (the previous default, symmetric KL: 0.244). The "
+    "spots' latents collapse (each modality's smoothed latent clusters at ARI 0.0); the "
+    "domains come from the anchor coefficients alone.",
+)
 def test_spatial_domains_reach_smoothed_expression_pca():
     import scanpy as sc
 

@@ -9,7 +9,13 @@ import torch
 
 import scmsi
 from scmsi._objective import PRESETS
-from scmsi._selfexpression import SelfExpressiveNetwork, SoftmaxSelfExpression, symmetric_kl
+from scmsi._selfexpression import (
+    SelfExpressiveNetwork,
+    SoftmaxSelfExpression,
+    directed_kl,
+    neighbourhood_capture,
+    teaching_gate,
+)
 
 
 def _model(mdata, **kwargs):
@@ -50,12 +56,16 @@ def test_paper_preset_is_the_published_objective(mdata):
 
 def test_default_preset_components(mdata):
     model = _model(mdata)
-    assert model.preset == "default" and model.fusion == "product"
+    assert model.preset == "default" and model.fusion == "reliability"
     assert model.objective == replace(PRESETS["default"], lambda_cross=0.0)
     assert all(isinstance(s, SoftmaxSelfExpression) for s in model.module.senets.values())
     assert model.module.objective.anchor_grad  # without it the latents fail on synthetic RNA + ATAC
     inf, out = _terms(model, mdata)
-    expected = symmetric_kl(inf["logit"]["rna"], inf["logit"]["prot"]).mean()
+    kappa = neighbourhood_capture(inf["z"], inf["z_anchor"], inf["coef"])
+    pairs = (("rna", "prot"), ("prot", "rna"))  # (teacher, student)
+    expected = sum(
+        teaching_gate(kappa, s, t) * directed_kl(inf["logit"][s], inf["logit"][t]) for s, t in pairs
+    ).mean()
     assert torch.allclose(out.extra_metrics["contrastive"], expected, rtol=1e-5)
     # no elastic net on distributions: the self-expressive term is the error alone
     se = 0.0

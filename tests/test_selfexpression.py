@@ -160,3 +160,33 @@ def test_bandwidth_gives_each_row_the_target_perplexity():
     eff = torch.exp(-(c * torch.log(c.clamp_min(1e-30))).sum(1))
     assert torch.allclose(eff, torch.full_like(eff, 12.0), rtol=1e-2)
     assert (c[:, 7] == 0).all()
+
+
+def test_directed_kl_pulls_the_student_only():
+    from scmsi._selfexpression import directed_kl
+
+    teacher = torch.randn(4, 7, requires_grad=True)
+    student = torch.randn(4, 7, requires_grad=True)
+    directed_kl(teacher, student).sum().backward()
+    assert teacher.grad is None  # the teacher is a target
+    assert student.grad.abs().sum() > 0
+    assert torch.allclose(directed_kl(teacher, teacher), torch.zeros(4), atol=1e-6)
+
+
+def test_capture_finds_the_view_that_knows_the_neighbours():
+    """Two views of 3 groups: view a separates them, view b is noise. a's anchors find b's
+    neighbours no better than b's find a's except where a is informative, so a teaches b."""
+    from scmsi._selfexpression import neighbourhood_capture, teaching_gate
+
+    g = torch.Generator().manual_seed(0)
+    groups = torch.arange(60) % 3
+    za = torch.nn.functional.one_hot(groups, 3).float() * 5 + 0.1 * torch.randn(60, 3, generator=g)
+    zb = za[:, :2] * 0.3 + torch.randn(60, 2, generator=g)  # weakly tied to a, mostly noise
+    anchors = torch.arange(0, 60, 2)
+    z = {"a": za, "b": zb}
+    z_anchor = {m: v[anchors] for m, v in z.items()}
+    coef = {m: torch.softmax(-torch.cdist(v, z_anchor[m]).pow(2), -1) for m, v in z.items()}
+    kappa = neighbourhood_capture(z, z_anchor, coef)
+    assert kappa["a", "b"].mean() > kappa["b", "a"].mean()
+    gate_ab, gate_ba = teaching_gate(kappa, "a", "b"), teaching_gate(kappa, "b", "a")
+    assert gate_ab.mean() > 0.5 and torch.all(gate_ab * gate_ba == 0)  # never both ways
