@@ -63,7 +63,7 @@ def test_trimodal_synthetic_iid():
     model = scmsi.SCMSI(m, n_anchors=40, seed=0)
     model.train(**FAST)
     coefs = model.get_coefficients(return_all=True)
-    assert set(coefs) == {"fused", "observed", *types}
+    assert set(coefs) == {"fused", "observed", "weights", *types}  # reliability weights
     np.testing.assert_allclose(coefs["fused"].sum(1), 1.0, rtol=1e-4)
     assert set(model.get_latent_representation()) == set(types)
     assert np.isfinite(model.history["elbo_train"].to_numpy(dtype=float)).all()

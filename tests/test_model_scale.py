@@ -18,7 +18,7 @@ from tests._synthetic import synthetic_cite
 @pytest.mark.slow
 def test_get_coefficients_top_k_equals_dense(trained):
     model, md = trained
-    for fusion in ("mean", "adaptive"):
+    for fusion in ("mean", "adaptive", "reliability"):
         dense = model.get_coefficients(md, return_all=True, fusion=fusion)
         top = model.get_coefficients(md, return_all=True, fusion=fusion, top_k=7)
         full = model.get_coefficients(md, return_all=True, fusion=fusion, top_k=40)

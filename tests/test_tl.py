@@ -132,11 +132,13 @@ def test_key_added_keeps_the_first_run(trained):
     for k in ("X_foo", "foo_coef", "foo_modality_weights", "X_foo_rna", "X_foo_prot", "X_foo_umap"):
         assert md.obsm[k].shape[0] == md.n_obs, k
     assert md.obsm["foo_modality_weights"].shape == (md.n_obs, 2)
-    assert "scmsi_modality_weights" not in md.obsm  # the product fusion has no weights
+    assert md.obsm["scmsi_modality_weights"].shape == (md.n_obs, 2)  # the reliability fusion's
     for k in ("foo_connectivities", "foo_distances"):
         assert md.obsp[k].shape == (md.n_obs, md.n_obs)
-    assert md.uns["foo_pca"]["fusion"] == "adaptive"
-    assert md.uns["scmsi_embedding"]["fusion"] == "product"  # the default preset's
+    assert md.uns["foo_embedding"]["fusion"] == "adaptive"
+    assert md.uns["scmsi_embedding"]["fusion"] == "reliability"  # the default preset's
+    assert md.uns["scmsi_embedding"]["weights"].shape == (2,)  # the joint latent's weights
+    assert "weights" not in md.uns["foo_embedding"]  # only the reliability fusion weighs the latent
     assert md.uns["foo"]["connectivities_key"] == "foo_connectivities"
     assert "foo_leiden" in md.obs and "resolution" in md.uns["foo_leiden"]["params"]
     # a query is placed in the embedding of the run it names

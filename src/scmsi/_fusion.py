@@ -55,7 +55,7 @@ def fusion_scale(
     """
     if scale is not None or fusion != "adaptive" or len(model.modality_names) < 2:
         return scale
-    return model.get_modality_weights(data, indices, batch_size).attrs["scale"]
+    return model.get_modality_weights(data, indices, batch_size, method="adaptive").attrs["scale"]
 
 
 def fuse_coefficients(

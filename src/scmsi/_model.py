@@ -1028,7 +1028,7 @@ class SCMSI(ArchesMixin, UnsupervisedTrainingMixin, BaseModelClass):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         scale: np.ndarray | None = None,
-        method: WeightMethod = "reliability",
+        method: WeightMethod = "adaptive",
     ) -> pd.DataFrame:
         """Per-cell modality weights of a fusion, cells x modalities (rows sum to 1).
 
